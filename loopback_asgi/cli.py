@@ -1,0 +1,106 @@
+"""The ``jupyter-loopback`` command: ``serve`` runs the sidecar, ``doctor`` explains the setup."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import socket
+import stat
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from .app import create_app
+
+__all__ = ["bind_socket", "main"]
+
+
+def bind_socket(*, host: str = "127.0.0.1", port: int | None = None, unix_socket: str | None = None) -> socket.socket:
+    """A listening socket for the sidecar.
+
+    A unix socket is created 0600 inside a directory that is (made) 0700 and
+    owned by this user, so no other local user can connect; an existing
+    directory that others can enter is refused.
+    """
+    if unix_socket:
+        directory = os.path.dirname(os.path.abspath(unix_socket))
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        info = os.stat(directory)
+        if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+            raise SystemExit(f"jupyter-loopback: {directory} must be a 0700 directory owned by this user.")
+        if os.path.exists(unix_socket):
+            os.unlink(unix_socket)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(unix_socket)
+        finally:
+            os.umask(old)
+        os.chmod(unix_socket, 0o600)
+    else:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port or 0))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(args: argparse.Namespace) -> int:
+    if args.unix_socket is None and args.port is None:
+        raise SystemExit("jupyter-loopback serve: give --port N or --unix-socket PATH.")
+    token = args.token
+    if args.unix_socket is None and not token:
+        token = os.environ.get("JUPYTER_LOOPBACK_TOKEN") or secrets.token_urlsafe(24)
+    sock = bind_socket(host=args.host, port=args.port, unix_socket=args.unix_socket)
+    app = create_app(
+        token=token if args.unix_socket is None else (args.token or None),
+        public_root=args.public_root,
+        trust_forwarded=args.trust_forwarded,
+        max_message_size=args.max_message_size,
+    )
+    if args.unix_socket:
+        where = f"unix:{args.unix_socket}"
+    else:
+        host, port = sock.getsockname()[:2]
+        host = f"[{host}]" if ":" in host else host
+        where = f"http://{host}:{port}/?token={token}"
+    print(f"jupyter-loopback {', '.join(app.state.namespaces) or '(no namespaces)'} on {where}", flush=True)
+    for name, reason in app.state.failures.items():
+        print(f"jupyter-loopback: namespace {name!r} skipped: {reason}", file=sys.stderr, flush=True)
+    config = uvicorn.Config(
+        app,
+        log_level=args.log_level,
+        ws_max_size=args.max_message_size,
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=2,
+        access_log=False,
+    )
+    asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jupyter-loopback", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the sidecar standalone")
+    p.add_argument("--port", type=int, help="TCP port (0 picks a free one); requires a token")
+    p.add_argument("--host", default="127.0.0.1", help="TCP address (default 127.0.0.1)")
+    p.add_argument("--unix-socket", help="listen on this unix socket instead (created 0600 in a 0700 directory)")
+    p.add_argument("--token", help="the token for TCP clients (default: $JUPYTER_LOOPBACK_TOKEN or a new one)")
+    p.add_argument("--public-root", help="public path the sidecar is reached under, e.g. /user/a/loopback")
+    p.add_argument("--trust-forwarded", action="store_true", help="keep X-Forwarded-* from a trusted front proxy")
+    p.add_argument("--max-message-size", type=int, default=2**30, help="largest WebSocket message, bytes")
+    p.add_argument("--log-level", default="warning")
+    p.set_defaults(func=serve)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

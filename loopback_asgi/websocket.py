@@ -1,0 +1,154 @@
+"""The WebSocket relay: upstream first, then the client, then two pumps.
+
+Guarantees:
+
+- The upstream is connected before the client's handshake is answered, so a
+  dead upstream refuses the handshake (502) instead of accepting then closing.
+- The client is accepted with the subprotocol the *upstream* chose.
+- Text and binary frames keep their type and order; each pump awaits the
+  other side's send, so a slow reader slows the writer (backpressure).
+- When either side closes, its close code and reason go to the other side,
+  the other pump is cancelled and awaited, and both connections are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from .errors import send_error
+from .headers import request_headers
+from .target import Target
+from .types import Receive, Scope, Send
+
+__all__ = ["WebSocketRelay"]
+
+log = logging.getLogger("loopback_asgi")
+
+# Close codes that must not be sent on the wire (RFC 6455 §7.4.1).
+RESERVED = {1005: 1000, 1006: 1011, 1015: 1011}
+
+
+def _code(code: int | None) -> int:
+    code = code or 1000
+    return RESERVED.get(code, code)
+
+
+class WebSocketRelay:
+    """Relays one WebSocket session between an ASGI client and a loopback upstream.
+
+    ``max_size`` bounds one message (default 1 GiB); ``ping_interval`` keeps
+    the upstream leg alive (the ASGI server keeps the client leg alive).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_size: int | None = 2**30,
+        ping_interval: float | None = 20,
+        secrets: Collection[bytes] = (),
+    ) -> None:
+        self.max_size = max_size
+        self.ping_interval = ping_interval
+        self.secrets = frozenset(secrets)
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, target: Target, *, trust_forwarded: bool = False
+    ) -> None:
+        ns = target.namespace
+        where = f"namespace {ns.name!r} port {target.port}"
+        if not ns.websocket:
+            return await send_error(
+                scope, send, 403, f"WebSockets are disabled for namespace {ns.name!r}.", websocket=True
+            )
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        headers = request_headers(
+            scope["headers"],
+            target,
+            client=(scope.get("client") or (None,))[0],
+            scheme="https" if scope.get("scheme") == "wss" else "http",
+            secrets=self.secrets,
+            trust_forwarded=trust_forwarded,
+            websocket=True,
+        )
+        headers = [(k, v) for k, v in headers if k not in (b"host", b"user-agent")]
+        uri = f"ws://{target.netloc}{target.target}"
+        try:
+            upstream = await connect(
+                uri,
+                subprotocols=list(scope.get("subprotocols") or ()) or None,
+                additional_headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
+                user_agent_header=None,
+                compression=None,
+                proxy=None,
+                open_timeout=ns.connect_timeout + ns.header_timeout,
+                max_size=self.max_size,
+                max_queue=4,
+                ping_interval=self.ping_interval,
+                ping_timeout=self.ping_interval,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            return await send_error(
+                scope, send, 502, f"The server on {where} refused the WebSocket ({status}).", websocket=True
+            )
+        except TimeoutError:
+            return await send_error(scope, send, 504, f"Connecting to {where} timed out.", websocket=True)
+        except (OSError, InvalidHandshake):
+            return await send_error(scope, send, 502, f"Nothing is accepting WebSockets on {where}.", websocket=True)
+        try:
+            await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+            await self._relay(receive, send, upstream)
+        finally:
+            await upstream.close()
+
+    async def _relay(self, receive: Receive, send: Send, upstream: ClientConnection) -> None:
+        to_upstream = asyncio.ensure_future(self._client_to_upstream(receive, upstream))
+        to_client = asyncio.ensure_future(self._upstream_to_client(send, upstream))
+        try:
+            done, _ = await asyncio.wait({to_upstream, to_client}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (to_upstream, to_client):
+                task.cancel()
+            await asyncio.gather(to_upstream, to_client, return_exceptions=True)
+        for task in done:
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, (ConnectionClosed, OSError)):
+                log.warning("jupyter-loopback: WebSocket relay failed: %r", exc)
+
+    @staticmethod
+    async def _client_to_upstream(receive: Receive, upstream: ClientConnection) -> None:
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                text = message.get("text")
+                await upstream.send(text if text is not None else message.get("bytes") or b"")
+            elif kind == "websocket.disconnect":
+                await upstream.close(_code(message.get("code")), message.get("reason") or "")
+                return
+
+    @staticmethod
+    async def _upstream_to_client(send: Send, upstream: ClientConnection) -> None:
+        try:
+            async for data in upstream:
+                if isinstance(data, str):
+                    await send({"type": "websocket.send", "text": data})
+                else:
+                    await send({"type": "websocket.send", "bytes": data})
+        except ConnectionClosed:
+            pass  # closed without a proper close frame: reported as 1011 below
+        close = upstream.protocol.close_rcvd
+        await send(
+            {
+                "type": "websocket.close",
+                "code": _code(close.code) if close else 1011,
+                "reason": close.reason if close else "",
+            }
+        )
