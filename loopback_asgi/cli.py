@@ -79,6 +79,10 @@ def serve(args: argparse.Namespace) -> int:
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=2,
         access_log=False,
+        # The sidecar decides itself which X-Forwarded-* to trust (see
+        # --trust-forwarded); uvicorn's own handling would let any local
+        # client spoof its address.
+        proxy_headers=False,
     )
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
     return 0

@@ -26,6 +26,7 @@ class Proc:
     popen: subprocess.Popen[str]
     match: re.Match[str]
     output: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     @property
     def pid(self) -> int:
@@ -39,6 +40,10 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(10)
+        if self.reader is not None:
+            self.reader.join(10)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
 
 
 def start(cmd: Sequence[str], ready: str, *, env: dict[str, str] | None = None, timeout: float = 30) -> Proc:
@@ -61,11 +66,14 @@ def start(cmd: Sequence[str], ready: str, *, env: dict[str, str] | None = None, 
                 event.set()
         event.set()
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     if not event.wait(timeout) or not found:
         popen.kill()
+        popen.wait(10)
+        reader.join(10)
         raise RuntimeError(f"{cmd[0]} did not become ready:\n{''.join(lines)}")
-    return Proc(popen, found[0], lines)
+    return Proc(popen, found[0], lines, reader)
 
 
 def start_upstream(host: str = "127.0.0.1") -> Proc:
