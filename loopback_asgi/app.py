@@ -183,6 +183,10 @@ def create_app(
     ``Location`` and cookie paths. ``trust_forwarded`` keeps incoming
     ``X-Forwarded-*`` headers: set it only when a trusted proxy (Jupyter) is
     the sole client. ``secrets`` are extra credentials never passed upstream.
+
+    The app's lifespan closes its pooled upstream connections. Mounted inside
+    another Starlette app, enter it from the outer lifespan:
+    ``async with inner.router.lifespan_context(inner): yield``.
     """
     policy = Policy.from_env() if policy is None else policy
     if discover:
