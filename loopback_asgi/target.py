@@ -11,6 +11,7 @@ the request: it is the namespace's loopback address, so no ``@``, ``:``,
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -21,6 +22,15 @@ __all__ = ["Target", "TargetError", "resolve"]
 # Query parameters that carry Jupyter's (or the sidecar's) credentials and
 # never reach an upstream (jupyter-server-proxy issue #590).
 CREDENTIAL_PARAMS = (b"token", b"_xsrf")
+# Bytes a request target may not carry raw (RFC 9112 §3.2): controls, space,
+# DEL, non-ASCII, and ``#``, which would end the target. An ASGI server other
+# than uvicorn may still pass them in ``raw_path``; they go upstream
+# percent-encoded, as a browser sends them.
+UNSAFE_BYTES = re.compile(rb"[^\x21-\x7e]|#")
+
+
+def _visible(raw: bytes) -> bytes:
+    return UNSAFE_BYTES.sub(lambda m: b"%%%02X" % m.group()[0], raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +112,6 @@ def resolve(
         raise TargetError(403, f"Port {port} is not allowed for namespace {name!r} (allowed: {ns.ports}).")
     prefix = f"{public_root}/{name}/{port}"
     bare = len(parts) == 3
-    rest = "/" + (parts[3].decode("latin-1") if not bare else "")
+    rest = "/" + (_visible(parts[3]).decode("ascii") if not bare else "")
     path = rest if ns.strip_prefix else quote(prefix, safe="/") + rest
-    return Target(ns, port, prefix, path, strip_credentials(query), bare)
+    return Target(ns, port, prefix, path, _visible(strip_credentials(query)), bare)
