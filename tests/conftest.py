@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.security_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-0123456789"
 
