@@ -22,6 +22,12 @@ __all__ = [
 ]
 
 
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    # jupyter_server's entry point; the adapter module is imported only when
+    # a server loads it, so kernels stay light.
+    return [{"module": "loopback_asgi.jupyter"}]
+
+
 def __getattr__(name: str) -> Any:
     # The Jupyter adapter pulls in jupyter_server and tornado: import it only
     # when asked, so kernels and standalone sidecars stay light.

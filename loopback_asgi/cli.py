@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import socket
@@ -56,8 +57,14 @@ def serve(args: argparse.Namespace) -> int:
     token = args.token
     if args.unix_socket is None and not token:
         token = os.environ.get("JUPYTER_LOOPBACK_TOKEN") or secrets.token_urlsafe(24)
+    try:
+        # Namespaces a server extension registered (setup_proxy_handler), from the Jupyter adapter.
+        extra = json.loads(os.environ.get("JUPYTER_LOOPBACK_EXTRA_NAMESPACES") or "{}")
+    except ValueError as exc:
+        raise SystemExit(f"jupyter-loopback serve: JUPYTER_LOOPBACK_EXTRA_NAMESPACES is not JSON: {exc}") from exc
     sock = bind_socket(host=args.host, port=args.port, unix_socket=args.unix_socket)
     app = create_app(
+        extra,
         token=token if args.unix_socket is None else (args.token or None),
         public_root=args.public_root,
         trust_forwarded=args.trust_forwarded,
@@ -83,9 +90,18 @@ def serve(args: argparse.Namespace) -> int:
         # --trust-forwarded); uvicorn's own handling would let any local
         # client spoof its address.
         proxy_headers=False,
+        # The upstream's own Date/Server pass through; do not add a second pair.
+        server_header=False,
+        date_header=False,
     )
     asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import doctor
+
+    return doctor(timeout=args.timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-message-size", type=int, default=2**30, help="largest WebSocket message, bytes")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=serve)
+    d = sub.add_parser("doctor", help="explain this environment and test the route through a running server")
+    d.add_argument("--timeout", type=float, default=20, help="seconds allowed for the live round trip")
+    d.set_defaults(func=_doctor)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

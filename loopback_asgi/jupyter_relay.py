@@ -1,0 +1,344 @@
+"""The tornado side of the adapter: stream ``<base_url>loopback/…`` to the sidecar.
+
+:class:`RelayMixin` is mixed in front of the handler class jupyter-server-proxy
+builds for the sidecar's ``ServerProcess``; from that class it keeps Jupyter's
+authentication (302 to login, 403 for WebSockets), activity tracking, and the
+HTTP-or-WebSocket dispatch. Everything that carries bytes is its own:
+
+- HTTP: request bodies go to the sidecar as they arrive (``stream_request_body``,
+  each chunk awaited on the sidecar socket), responses go to the browser as
+  they arrive (each chunk awaited on the browser socket). Memory per request
+  is a few chunks, whatever the size; nothing is buffered, nothing is capped.
+- WebSocket: the sidecar is connected first and picks the subprotocol; the
+  browser's handshake is answered after, with that subprotocol, or refused
+  with the sidecar's own status. Messages up to ``MAX_MESSAGE`` both ways,
+  each awaited (backpressure); close codes and reasons relayed both ways.
+- Jupyter's credentials stay here: an ``Authorization`` header that Jupyter
+  authenticated the request with is not forwarded (the sidecar also drops
+  ``token`` headers, ``?token=``, ``_xsrf`` and Jupyter/Hub cookies).
+- CSRF: Jupyter's ``_xsrf`` check is replaced for this route by the
+  ``Sec-Fetch-Site``/``Origin`` check, since the proxied app cannot know ``_xsrf``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server_proxy.unixsock import UnixResolver
+from tornado import httputil, web
+from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, WebSocketHandler, websocket_connect
+
+from .jupyter_sidecar import Sidecar, SidecarUnavailable
+
+__all__ = ["MAX_MESSAGE", "RelayMixin"]
+
+MAX_MESSAGE = 2**30
+PARAMS = HTTP1ConnectionParameters(
+    decompress=False, chunk_size=256 * 1024, max_header_size=256 * 1024, max_body_size=2**62
+)
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer"}
+    | {"transfer-encoding", "upgrade", "expect", "forwarded"}
+)
+CREDENTIAL = re.compile(r"\s*(token|bearer)\s+(\S+)\s*$", re.IGNORECASE)
+# Close codes a peer must never send (RFC 6455 §7.4.1): relay "no status" as none.
+RESERVED_CLOSE: dict[int, int | None] = {1005: None, 1006: 1011, 1015: 1011}
+
+
+def _close_code(code: int | None) -> int | None:
+    return RESERVED_CLOSE.get(code, code) if code is not None else None
+
+
+class _ResponseWriter(httputil.HTTPMessageDelegate):
+    """Writes the sidecar's response to the browser as it arrives, awaiting each write."""
+
+    def __init__(self, handler: RelayMixin) -> None:
+        self.handler = handler
+        self.started = False
+        self.complete = False
+        self.keep_alive = True
+        self.client_gone = False
+
+    def headers_received(
+        self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine, headers: httputil.HTTPHeaders
+    ) -> Any:
+        assert isinstance(start_line, httputil.ResponseStartLine)
+        self.started = True
+        h = self.handler
+        # Only the upstream's headers (tornado's and Jupyter's defaults go);
+        # a login cookie Jupyter set after a ?token= visit is added by flush().
+        h._headers = httputil.HTTPHeaders()
+        connection = {v.strip().lower() for v in headers.get("Connection", "").split(",")}
+        self.keep_alive = "close" not in connection
+        for name, value in headers.get_all():
+            if name.lower() not in HOP_BY_HOP and name.lower() not in connection:
+                h._headers.add(name, value)
+        JupyterHandler.set_status(h, start_line.code, start_line.reason or None)
+        return self._flush()
+
+    async def _flush(self) -> None:
+        if self.client_gone:
+            return
+        try:
+            await JupyterHandler.flush(self.handler)
+        except StreamClosedError:
+            self.client_gone = True
+            if self.handler._conn is not None:
+                self.handler._conn.close()
+
+    def data_received(self, chunk: bytes) -> Any:
+        if not self.client_gone:
+            JupyterHandler.write(self.handler, chunk)
+        return self._flush()
+
+    def finish(self) -> None:
+        self.complete = True
+
+    def on_connection_close(self) -> None:
+        self.keep_alive = False
+
+
+class RelayMixin(WebSocketHandler):
+    """Put in front of a jupyter-server-proxy ``SuperviseAndProxyHandler`` subclass.
+
+    Class attributes set by the adapter: ``sidecar`` and ``strip`` (the public
+    prefix replaced by ``replace`` before the path goes to the sidecar).
+    """
+
+    sidecar: Sidecar
+    strip: str = "/loopback"
+    replace: str = ""
+    secrets: frozenset[str] = frozenset()
+
+    _conn: HTTP1Connection | None = None
+    _ws: WebSocketClientConnection | None = None
+    _pump: asyncio.Future[None] | None = None
+    _body = False
+    _reused = False
+    _write_failed = False
+
+    async def ensure_process(self) -> None:
+        """jupyter-server-proxy's hook: (re)start the sidecar, wait until it accepts connections."""
+        await self.sidecar.ensure()
+
+    # Auth and CSRF
+
+    def check_xsrf_cookie(self) -> None:
+        """Replaces Jupyter's ``_xsrf`` check for this route: refuse cross-site unsafe requests only."""
+        if self._cross_site():
+            raise web.HTTPError(403, f"Cross-site {self.request.method} request refused.")
+
+    def _cross_site(self) -> bool:
+        origin = self.request.headers.get("Origin")
+        if origin is not None:
+            # Same host, or allowed by the server's allow_origin settings.
+            return not JupyterHandler.check_origin(self)  # type: ignore[arg-type]
+        return self.request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site"
+
+    def _is_jupyter_credential(self, value: str) -> bool:
+        match = CREDENTIAL.match(value)
+        if match is None:
+            return False
+        if match[1].lower() == "token" or match[2] in self.secrets:
+            return True
+        token = getattr(self, "token", None)
+        if token and match[2] == token:
+            return True
+        # Jupyter (or the Hub) authenticated this request with a token and it
+        # was not in the URL: it came from this header.
+        return bool(getattr(self, "_token_authenticated", False)) and not self.get_argument("token", "")
+
+    def _upstream_path(self) -> str:
+        uri = self.request.uri or "/"
+        rest = uri[len(self.strip) :] if uri.startswith(self.strip) else uri
+        if not rest.startswith("/"):
+            rest = "/" + rest
+        return self.replace + rest
+
+    def _upstream_headers(self, *, websocket: bool = False) -> httputil.HTTPHeaders:
+        headers = self.request.headers
+        named = {v.strip().lower() for v in headers.get("Connection", "").split(",")}
+        out = httputil.HTTPHeaders()
+        for name, value in headers.get_all():
+            low = name.lower()
+            if low in HOP_BY_HOP or low in named or low.startswith("x-forwarded-"):
+                continue
+            if websocket and (low.startswith("sec-websocket-") or low == "host"):
+                continue
+            if low == "authorization" and self._is_jupyter_credential(value):
+                continue
+            out.add(name, value)
+        # The sidecar trusts these: only this server can reach its socket.
+        out["X-Forwarded-For"] = self.request.remote_ip or ""
+        out["X-Forwarded-Proto"] = self.request.protocol
+        out["X-Forwarded-Host"] = self.request.host
+        return out
+
+    def _fail(self, status: int, message: str) -> None:
+        self._headers = httputil.HTTPHeaders({"Content-Type": "text/plain; charset=utf-8"})
+        JupyterHandler.set_status(self, status)
+        JupyterHandler.finish(self, message + "\n")
+
+    # HTTP
+
+    async def prepare(self) -> None:
+        prepared = super().prepare()  # jupyter-server-proxy: authentication; Jupyter: check_xsrf_cookie
+        if prepared is not None:
+            await prepared
+        if self._finished:
+            return
+        self._transforms = []
+        self._record_activity()  # type: ignore[attr-defined]
+        if self.request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._open_websocket()
+        stream = getattr(self.request.connection, "stream", None)
+        if stream is not None:
+            stream.set_nodelay(True)
+        self.request.connection.set_max_body_size(2**62)  # type: ignore[union-attr]
+        length = self.request.headers.get("Content-Length")
+        chunked = "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+        self._body = chunked or (length is not None and length.strip() not in ("", "0"))
+        if chunked and self.request.method not in ("POST", "PUT", "PATCH"):
+            return self._fail(411, "A body on this method needs a Content-Length.")
+        await self._start_request(reuse=not self._body)
+
+    async def _start_request(self, *, reuse: bool) -> None:
+        try:
+            stream = await self.sidecar.connect(reuse=reuse)
+        except SidecarUnavailable as exc:
+            return self._fail(502, str(exc))
+        self._reused = reuse
+        self._conn = HTTP1Connection(stream, True, PARAMS)
+        start = httputil.RequestStartLine(self.request.method or "GET", self._upstream_path(), "HTTP/1.1")
+        try:
+            await self._conn.write_headers(start, self._upstream_headers())
+        except StreamClosedError:
+            self._write_failed = True
+        if not self._body:
+            self._conn.finish()
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self._conn is None or self._write_failed:
+            return  # the sidecar stopped reading (it answered early): drop the rest
+        try:
+            await self._conn.write(chunk)
+        except StreamClosedError:
+            self._write_failed = True
+
+    async def _relay(self) -> None:
+        if self._finished or self._conn is None:
+            return
+        if self._body and not self._write_failed:
+            self._conn.finish()
+        writer = _ResponseWriter(self)
+        conn = self._conn
+        open_after = await conn.read_response(writer)
+        if not writer.started and self._reused and not self._body:
+            # A pooled connection the sidecar had just closed: once more, fresh.
+            await self._start_request(reuse=False)
+            if self._finished or self._conn is None:
+                return
+            conn, writer = self._conn, _ResponseWriter(self)
+            open_after = await conn.read_response(writer)
+        self._conn = None
+        if not writer.started:
+            return self._fail(502, "The loopback sidecar closed the connection before answering.")
+        if writer.client_gone:
+            conn.close()
+            return
+        if not writer.complete:
+            # The upstream broke off mid-body: the browser must see a cut stream.
+            conn.close()
+            self.request.connection.close()  # type: ignore[union-attr]
+            return
+        if open_after and writer.keep_alive and not self._write_failed:
+            self.sidecar.release(conn.detach())
+        else:
+            conn.close()
+        JupyterHandler.finish(self)
+
+    async def http_get(self, *args: Any) -> None:
+        await self._relay()
+
+    async def post(self, *args: Any) -> None:
+        await self._relay()
+
+    put = patch = delete = head = options = post
+
+    # WebSocket
+
+    @property
+    def max_message_size(self) -> int:
+        return MAX_MESSAGE
+
+    async def _open_websocket(self) -> None:
+        if self._cross_site():
+            raise web.HTTPError(403, "Cross-site WebSocket refused.")
+        offered = [p.strip() for p in self.request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        request = HTTPRequest(
+            "ws://jupyter-loopback" + self._upstream_path(),
+            headers=self._upstream_headers(websocket=True),
+            connect_timeout=self.sidecar.restart_wait,
+            request_timeout=3600,
+        )
+        for attempt in range(3):
+            try:
+                await self.sidecar.ensure()
+                self._ws = await websocket_connect(
+                    request,
+                    resolver=UnixResolver(socket_path=self.sidecar.socket_path),
+                    max_message_size=MAX_MESSAGE,
+                    subprotocols=offered or None,
+                )
+                return
+            except HTTPClientError as exc:
+                if exc.code != 599:  # the sidecar refused the handshake: pass its answer on
+                    body = exc.response.body.decode("utf-8", "replace") if exc.response else str(exc)
+                    return self._fail(exc.code, body.strip() or exc.message or "WebSocket refused.")
+                error: Exception = exc
+            except (OSError, StreamClosedError, SidecarUnavailable) as exc:
+                error = exc
+            if attempt == 2:
+                return self._fail(502, f"The loopback sidecar is not reachable: {error}.")
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        chosen = self._ws.selected_subprotocol if self._ws is not None else None
+        return chosen if chosen in subprotocols else None
+
+    async def open(self, *args: Any) -> None:
+        self.set_nodelay(True)
+        self._pump = asyncio.ensure_future(self._pump_upstream())
+
+    async def _pump_upstream(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        try:
+            while (message := await ws.read_message()) is not None:
+                await self.write_message(message, binary=isinstance(message, bytes))
+        except WebSocketClosedError:
+            pass
+        finally:
+            if self.ws_connection is not None and not self.ws_connection.is_closing():
+                self.close(_close_code(ws.close_code), ws.close_reason)
+
+    async def on_message(self, message: str | bytes) -> None:
+        self._record_activity()  # type: ignore[attr-defined]
+        if self._ws is None:
+            return
+        try:
+            await self._ws.write_message(message, binary=isinstance(message, bytes))
+        except WebSocketClosedError:
+            pass
+
+    def on_close(self) -> None:
+        if self._ws is not None and self._ws.protocol is not None:
+            code = _close_code(getattr(self, "close_code", None))
+            self._ws.close(code, getattr(self, "close_reason", None) if code else None)
+        if self._conn is not None:  # the browser left mid-HTTP-exchange
+            self._conn.close()

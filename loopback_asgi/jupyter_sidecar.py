@@ -1,0 +1,218 @@
+"""The sidecar process behind jupyter-server: launch, supervision, connections.
+
+One :class:`Sidecar` per jupyter-server. It runs ``python -m loopback_asgi.cli
+serve --unix-socket <dir>/sock`` under simpervisor (jupyter-server-proxy's
+supervisor) on a socket in a fresh 0700 directory, so no other local user can
+reach it. Guarantees:
+
+- :meth:`Sidecar.connect` returns a connected stream or raises
+  :class:`SidecarUnavailable` within ``restart_wait`` seconds: a sidecar that
+  died (any exit code, ``SIGKILL`` included) is started again on demand.
+- The sidecar dies with the server: it is stopped at interpreter exit and,
+  on Linux, gets ``SIGTERM`` from the kernel if the server is killed outright.
+- Idle keep-alive connections are reused only while younger than
+  ``idle_seconds`` (below uvicorn's 5 s keep-alive) and not readable
+  (a readable idle socket means the peer closed it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import ctypes
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from simpervisor import SupervisedProcess  # type: ignore[import-untyped]
+from tornado.iostream import IOStream
+
+__all__ = ["Sidecar", "SidecarUnavailable"]
+
+log = logging.getLogger("loopback_asgi")
+
+PR_SET_PDEATHSIG = 1
+
+
+class SidecarUnavailable(Exception):
+    """The sidecar could not be reached in time; the message says why."""
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask Linux to SIGTERM the
+    # sidecar when the server process goes away, even by SIGKILL.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Sidecar:
+    """A supervised sidecar on a private unix socket, with a small connection pool."""
+
+    def __init__(
+        self,
+        command: Callable[[str], list[str]],
+        env: Callable[[], dict[str, str]],
+        *,
+        restart_wait: float = 5.0,
+        idle_seconds: float = 4.0,
+        max_idle: int = 32,
+    ) -> None:
+        self.directory = tempfile.mkdtemp(prefix="jupyter-loopback-")  # 0700, ours
+        self.socket_path = os.path.join(self.directory, "sock")
+        self._command = command
+        self._env = env
+        self.restart_wait = restart_wait
+        self.idle_seconds = idle_seconds
+        self.max_idle = max_idle
+        self.proc: SupervisedProcess | None = None
+        self._lock = asyncio.Lock()
+        self._idle: list[tuple[IOStream, float]] = []
+        self.launches = 0
+        atexit.register(self.stop)
+
+    @property
+    def pid(self) -> int | None:
+        """The sidecar's process id while it runs."""
+        if self.proc is None or not self.proc.running:
+            return None
+        pid: int | None = self.proc.pid
+        return pid
+
+    async def ensure(self) -> None:
+        """Start the sidecar unless it is running; return once it accepts connections."""
+        async with self._lock:
+            if self.proc is not None and self.proc.running:
+                return
+            if self.proc is None:
+                kwargs: dict[str, Any] = {"env": {**os.environ, **self._env()}}
+                if sys.platform.startswith("linux"):
+                    kwargs["preexec_fn"] = _die_with_parent
+                self.proc = SupervisedProcess(
+                    "jupyter-loopback", *self._command(self.socket_path), always_restart=True, log=log, **kwargs
+                )
+            # simpervisor installs SIGINT/SIGTERM handlers that sys.exit(0),
+            # which would skip jupyter-server's own shutdown (kernels); put
+            # the server's handlers back. The sidecar is stopped at exit.
+            saved = _signal_handlers()
+            await self.proc.start()
+            _restore_signal_handlers(saved)
+            self.launches += 1
+        await self._wait_connectable(time.monotonic() + self.restart_wait)
+
+    async def _wait_connectable(self, deadline: float) -> None:
+        delay = 0.005
+        while True:
+            try:
+                stream = await self._open()
+            except OSError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise SidecarUnavailable(f"The loopback sidecar did not start: {exc}.") from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 0.05)
+            else:
+                self.release(stream)
+                return
+
+    async def _open(self) -> IOStream:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stream = IOStream(sock)
+        try:
+            await stream.connect(self.socket_path)
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
+    async def connect(self, *, reuse: bool = True) -> IOStream:
+        """A stream to the sidecar: an idle pooled one if ``reuse``, else a new one."""
+        now = time.monotonic()
+        while reuse and self._idle:
+            stream, since = self._idle.pop()
+            if now - since < self.idle_seconds and not stream.closed() and not _readable(stream):
+                return stream
+            stream.close()
+        deadline = now + self.restart_wait
+        while True:
+            try:
+                return await self._open()
+            except OSError as exc:
+                # Dead or restarting: (re)start it and wait, bounded by the deadline.
+                if time.monotonic() > deadline:
+                    raise SidecarUnavailable(f"The loopback sidecar is not reachable: {exc}.") from exc
+                await self.ensure()
+
+    def release(self, stream: IOStream) -> None:
+        """Give back a stream whose last exchange completed cleanly."""
+        if stream.closed() or len(self._idle) >= self.max_idle:
+            stream.close()
+            return
+        self._idle.append((stream, time.monotonic()))
+
+    def _detach(self) -> int | None:
+        for stream, _ in self._idle:
+            stream.close()
+        self._idle.clear()
+        proc, self.proc = self.proc, None
+        if proc is None or not proc.running or not proc.pid:
+            return None
+        proc._killed = True  # simpervisor's watcher must not restart it
+        pid: int = proc.pid
+        return pid
+
+    def restart(self) -> None:
+        """Ask a running sidecar to exit; the next request starts a fresh one."""
+        pid = self._detach()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        """Stop the sidecar (SIGTERM, then SIGKILL after 3 s) and remove its directory. Idempotent."""
+        pid = self._detach()
+        if pid is not None:
+            _terminate(pid)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _readable(stream: IOStream) -> bool:
+    try:
+        ready, _, _ = select.select([stream.socket], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(ready)
+
+
+def _terminate(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+            time.sleep(0.02)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        return
+
+
+def _signal_handlers() -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(saved: dict[int, Any]) -> None:
+    for signum, handler in saved.items():
+        if handler is not None and signal.getsignal(signum) is not handler:
+            signal.signal(signum, handler)
