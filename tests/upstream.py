@@ -184,13 +184,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args()
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    # IPPROTO_TCP so asyncio turns Nagle off on accepted sockets (proto 0 is inherited and
+    # skipped): otherwise every small response waits ~40 ms for a delayed ACK.
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     sock.listen(1024)
     config = uvicorn.Config(app, log_level="critical", ws_max_size=2**31, ws_per_message_deflate=False, lifespan="off")
     print(f"upstream listening on {sock.getsockname()[1]}", flush=True)
-    asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+    uvicorn.Server(config).run(sockets=[sock])  # uvicorn's loop choice: uvloop when installed
 
 
 if __name__ == "__main__":
