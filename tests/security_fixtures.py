@@ -96,13 +96,12 @@ class Canary:
                 sock: socket.socket = key.fileobj  # type: ignore[assignment]
                 with contextlib.suppress(BlockingIOError):
                     conn, _ = sock.accept()
+                    # Recorded before the connection closes, so before the proxy can answer its client.
+                    self.hits.append((*key.data, b""))
                     conn.settimeout(0.2)
-                    try:
-                        data = conn.recv(200)
-                    except OSError:
-                        data = b""
+                    with contextlib.suppress(OSError):
+                        self.hits[-1] = (*key.data, conn.recv(200))
                     conn.close()
-                    self.hits.append((*key.data, data))
 
     def close(self) -> None:
         self._stop.set()
