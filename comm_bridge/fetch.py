@@ -1,0 +1,212 @@
+"""Generic loopback HTTP over the comm, and the dispatcher of every stream op.
+
+``fetch(port, path, init)`` in the page becomes one ``httpx`` request to
+``http://127.0.0.1:<port><path>``: only loopback, only ports the policy
+allows, proxy variables ignored (``trust_env=False``), hop-by-hop headers and
+Jupyter credentials stripped as the sidecar does. The response streams back
+as it arrives, in ``CHUNK``-sized messages paced by the page's credit, so a
+body of any size passes in bounded memory and a server-sent event reaches
+the page while the response is still being produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from loopback_asgi.headers import request_headers, response_headers
+from loopback_asgi.namespaces import Namespace, Policy, PortPolicy
+from loopback_asgi.target import Target, TargetError
+
+from .flow import END, Session, drain
+from .protocol import CHUNK, CREDIT_BYTES, FRAME_COST
+from .runtime import Runtime
+
+__all__ = ["Streams", "loopback_namespace"]
+
+log = logging.getLogger("comm_bridge")
+
+Send = Callable[[dict[str, Any], Sequence[bytes | memoryview]], None]
+
+# Characters kept as they are in a request target; anything else (spaces,
+# controls, non-ASCII) is percent-encoded, so the path can never split the
+# request line.
+PATH_SAFE = "!$%&'()*+,/:;=?@[]~"
+
+
+def loopback_namespace(ports: object = None) -> Namespace | None:
+    """The policy for generic access: ``ports`` narrowed by the administrator's environment.
+
+    It is the built-in ``app`` namespace's policy: ``None`` when the
+    administrator disabled ``app`` or allows none of ``ports``.
+    """
+    ns = Namespace(name="app", ports=PortPolicy() if ports is None else PortPolicy.parse(ports))
+    return Policy.from_env().apply({"app": ns}).get("app")
+
+
+class Streams:
+    """Every fetch and WebSocket of one bridge.
+
+    :meth:`handle` runs on the kernel's shell thread and only validates and
+    hands over; sessions live on the runtime's loop thread. Cancelling a
+    session (the page's ``cancel``, or :meth:`Runtime.close`) closes its
+    upstream response or connection.
+    """
+
+    def __init__(self, send: Send, runtime: Runtime, ports: object = None) -> None:
+        self.send = send
+        self.runtime = runtime
+        self.namespace = loopback_namespace(ports)
+        self.sessions: dict[int, Session] = {}
+        self._client: httpx.AsyncClient | None = None
+
+    def handle(self, op: object, msg: dict[str, Any], buffers: list[memoryview]) -> None:
+        """Route one page message; raises ``KeyError``/``TypeError``/``ValueError`` on a malformed one."""
+        id = msg["id"]
+        call = self.runtime.call
+        if op == "fetch":
+            headers = [(str(k), str(v)) for k, v in msg.get("headers") or ()]
+            method = str(msg.get("method") or "GET").upper()
+            call(self._open, id, Streams._fetch, int(msg["port"]), str(msg["path"]), method, headers, bool(msg["body"]))
+        elif op == "body":
+            items: list[Any] = [bytes(b) for b in buffers]
+            call(self._feed, id, items + [END] if msg.get("end") else items)
+        elif op == "ws_open":
+            from .websocket import serve_websocket
+
+            protocols = [str(p) for p in msg.get("protocols") or ()]
+            call(self._open, id, serve_websocket, int(msg["port"]), str(msg["path"]), protocols)
+        elif op == "ws_send":
+            frames = [(bool(text), bool(final)) for text, final in msg["frames"]]
+            call(self._feed, id, [(f, bytes(b)) for f, b in zip(frames, buffers, strict=True)])
+        elif op == "ws_close":
+            call(self._feed, id, [("close", int(msg.get("code") or 1000), str(msg.get("reason") or ""))])
+        elif op == "ack":
+            call(self._ack, id, int(msg["bytes"]), int(msg["messages"]))
+        elif op == "cancel":
+            call(self._cancel, id)
+        else:
+            raise ValueError(f"unknown op {op!r}")
+
+    def error(self, id: int, status: int, message: str) -> None:
+        """Tell the page a stream failed: before its head ``status`` says how, after it 0."""
+        self.send({"op": "error", "id": id, "status": status, "message": message}, ())
+
+    def target(self, port: int, path: str) -> Target:
+        """Validate a port and path against the policy; raises :class:`TargetError` (400/403)."""
+        ns = self.namespace
+        if ns is None:
+            raise TargetError(403, "Generic loopback access is disabled by the administrator.")
+        if not 1 <= port <= 65535:
+            raise TargetError(400, f"The port {port} is not a number from 1 to 65535.")
+        if port not in ns.ports:
+            raise TargetError(403, f"Port {port} is not allowed (allowed: {ns.ports}).")
+        raw = quote(path.split("#", 1)[0], safe=PATH_SAFE)
+        raw = raw if raw.startswith("/") else "/" + raw
+        path_part, _, query = raw.partition("?")
+        return Target(ns, port, "", path_part, query.encode("ascii"))
+
+    def _open(self, id: int, serve: Callable[..., Any], *args: Any) -> None:
+        if id in self.sessions:
+            return self.error(id, 400, "This stream id is already in use.")
+        session = self.sessions[id] = Session(id)
+
+        async def run() -> None:
+            try:
+                await serve(self, session, *args)
+            except Exception as exc:  # never let one stream's bug reach the loop
+                log.debug("comm_bridge: stream %s failed", id, exc_info=True)
+                self.error(id, 0, f"The stream failed: {type(exc).__name__}: {exc}")
+            finally:
+                self.sessions.pop(id, None)
+
+        session.task = asyncio.ensure_future(run())
+
+    def _feed(self, id: int, items: list[Any]) -> None:
+        session = self.sessions.get(id)
+        if session is not None:  # a stream that ended drops late input
+            for item in items:
+                session.inbox.put_nowait(item)
+
+    def _ack(self, id: int, size: int, messages: int) -> None:
+        session = self.sessions.get(id)
+        if session is not None:
+            session.window.release(size, messages)
+
+    def _cancel(self, id: int) -> None:
+        session = self.sessions.get(id)
+        if session is not None and session.task is not None:
+            session.task.cancel()
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                trust_env=False,
+                follow_redirects=False,
+                timeout=None,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=30),
+            )
+        return self._client
+
+    async def _fetch(
+        self, session: Session, port: int, path: str, method: str, headers: list[tuple[str, str]], has_body: bool
+    ) -> None:
+        id = session.id
+        try:
+            target = self.target(port, path)
+        except TargetError as exc:
+            return self.error(id, exc.status, exc.message)
+        ns = target.namespace
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        # No public prefix exists on this path, so no X-Forwarded-Prefix either.
+        sent = [h for h in request_headers(raw, target, client=None, scheme="http") if h[0] != b"x-forwarded-prefix"]
+        request = self.client.build_request(
+            method,
+            httpx.URL(scheme="http", host=ns.host, port=port, raw_path=target.target.encode("ascii")),
+            headers=sent,
+            content=self._upload(session) if has_body else None,
+            extensions={"timeout": {"connect": ns.connect_timeout, "read": None, "write": None, "pool": None}},
+        )
+        where = f"port {port}"
+        try:
+            # The header deadline covers a request without a body; an upload has none (as nginx).
+            pending = self.client.send(request, stream=True)
+            response = await (pending if has_body else asyncio.wait_for(pending, ns.header_timeout))
+        except httpx.ConnectTimeout:
+            return self.error(id, 504, f"Connecting to {where} timed out.")
+        except asyncio.TimeoutError:
+            return self.error(id, 504, f"The server on {where} sent no response in time.")
+        except httpx.ConnectError:
+            return self.error(id, 502, f"Nothing is listening on {where}.")
+        except httpx.HTTPError:
+            return self.error(id, 502, f"The server on {where} closed the connection.")
+        try:
+            out = response_headers(response.headers.raw, target)
+            head = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in out]
+            status, reason = response.status_code, response.reason_phrase
+            self.send({"op": "head", "id": id, "status": status, "reason": reason, "headers": head}, ())
+
+            async def flush(batch: list[bytes], last: bool) -> None:
+                await session.window.reserve(sum(map(len, batch)))
+                self.send({"op": "data", "id": id, "end": last}, batch)
+
+            await drain(response.aiter_raw(), len, flush, CHUNK)
+        except httpx.HTTPError:
+            self.error(id, 0, f"The server on {where} dropped the response before its end.")
+        finally:
+            await response.aclose()
+
+    async def _upload(self, session: Session) -> AsyncIterator[bytes]:
+        unreported = 0
+        while (item := await session.inbox.get()) is not END:
+            yield item
+            unreported += len(item) + FRAME_COST
+            if unreported >= CREDIT_BYTES:
+                self.send({"op": "credit", "id": session.id, "bytes": unreported}, ())
+                unreported = 0

@@ -1,0 +1,113 @@
+"""Flow control and batching for the streams the bridge carries (loop thread only).
+
+A :class:`Session` is one fetch or WebSocket: its ``inbox`` holds what the
+page sent (body chunks, frames, a close), its ``window`` the credit the page
+granted for what the kernel sends back. :func:`drain` turns a producer (an
+HTTP body, an upstream WebSocket) into batches, so a fast producer fills
+``CHUNK``-sized messages and a slow one is forwarded as soon as it yields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from .protocol import WINDOW, WINDOW_MESSAGES
+
+__all__ = ["Session", "Window", "drain"]
+
+T = TypeVar("T")
+
+# Items read ahead of the page; with CHUNK-sized batches this bounds memory.
+READ_AHEAD = 64
+
+
+class Window:
+    """Credit for one stream towards the page: bytes and messages not yet acknowledged."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.messages = 0
+        self._moved = asyncio.Event()
+
+    async def reserve(self, size: int) -> None:
+        """Wait until the page has room, then count ``size`` bytes in one message as in flight."""
+        while self.bytes >= WINDOW or self.messages >= WINDOW_MESSAGES:
+            self._moved.clear()
+            await self._moved.wait()
+        self.bytes += size
+        self.messages += 1
+
+    def release(self, size: int, messages: int) -> None:
+        self.bytes = max(0, self.bytes - size)
+        self.messages = max(0, self.messages - messages)
+        self._moved.set()
+
+
+class Session:
+    """One stream's state: what the page sent, the credit it gave, the task serving it."""
+
+    def __init__(self, id: int) -> None:
+        self.id = id
+        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.window = Window()
+        self.task: asyncio.Task[None] | None = None
+
+
+class _End:
+    pass
+
+
+END = _End()
+
+
+async def drain(
+    source: AsyncIterator[T],
+    size: Callable[[T], int],
+    flush: Callable[[list[T], bool], Awaitable[None]],
+    limit: int,
+) -> None:
+    """Read ``source`` ahead and call ``flush(batch, last)`` with batches of about ``limit``.
+
+    A batch is whatever was already read when the previous flush returned, up
+    to ``limit`` units of ``size``; it is flushed at once rather than waiting
+    to fill, so a trickling source streams. ``flush(…, True)`` comes exactly
+    once, last, possibly with an empty batch. An error of ``source`` is
+    raised here after the items before it were flushed; cancelling ``drain``
+    cancels and awaits the reader.
+    """
+    queue: asyncio.Queue[T | _End | BaseException] = asyncio.Queue(READ_AHEAD)
+
+    async def read() -> None:
+        try:
+            async for item in source:
+                await queue.put(item)
+        except Exception as exc:
+            await queue.put(exc)
+            return
+        await queue.put(END)
+
+    reader = asyncio.ensure_future(read())
+    try:
+        while True:
+            item = await queue.get()
+            batch: list[T] = []
+            total = 0
+            while not isinstance(item, (_End, BaseException)):
+                batch.append(item)
+                total += size(item)
+                if total >= limit or queue.empty():
+                    break
+                item = queue.get_nowait()
+            if isinstance(item, BaseException):
+                if batch:
+                    await flush(batch, False)
+                raise item
+            last = isinstance(item, _End)
+            await flush(batch, last)
+            if last:
+                return
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)

@@ -1,0 +1,227 @@
+"""The bridge widget, the handler registry and request dispatch.
+
+``enable_comm_bridge()`` displays one :class:`CommBridge`; its ES module
+(``static/bridge.js``) installs ``window.__jupyter_loopback__`` in the page.
+Requests from the page are answered by the handlers registered with
+:func:`on_request`; generic fetch and WebSocket traffic goes to
+:mod:`comm_bridge.fetch`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anywidget
+import traitlets
+
+from . import protocol
+from .fetch import Streams
+from .runtime import Runtime
+
+__all__ = ["CommBridge", "Handler", "enable_comm_bridge", "off_request", "on_request"]
+
+log = logging.getLogger("comm_bridge")
+
+Handler = Callable[[Any, list[bytes]], Any]
+"""``handler(data, buffers)`` returns JSON ``data`` or ``(data, [bytes, …])``, or a coroutine of either."""
+H = TypeVar("H", bound=Handler)
+
+DEFAULT_TIMEOUT = 60.0
+
+_handlers: dict[tuple[str, str], tuple[Handler, float | None]] = {}
+_lock = threading.Lock()
+_bridge: CommBridge | None = None
+
+
+def on_request(namespace: str, kind: str, *, timeout: float | None = None) -> Callable[[H], H]:
+    """Register the handler for ``request(namespace, kind, …)`` from the page; use as a decorator.
+
+    The handler runs on a worker thread (sync) or the bridge's event loop
+    (``async def``), never on the kernel's shell thread. It gets the request's
+    JSON ``data`` and its ``buffers`` as ``bytes``. A raising handler, one
+    that outlives ``timeout`` seconds (default: the bridge's, 60 s) or one
+    returning something that is not JSON answers ``status: "error"`` with one
+    sentence; the kernel keeps working. Registering the same pair again
+    replaces the handler.
+    """
+    if not (isinstance(namespace, str) and namespace and isinstance(kind, str) and kind):
+        raise ValueError("namespace and kind must be non-empty strings")
+
+    def register(handler: H) -> H:
+        with _lock:
+            _handlers[(namespace, kind)] = (handler, timeout)
+        return handler
+
+    return register
+
+
+def off_request(namespace: str, kind: str) -> bool:
+    """Remove a handler; ``True`` if there was one. Requests already running finish."""
+    with _lock:
+        return _handlers.pop((namespace, kind), None) is not None
+
+
+class CommBridge(anywidget.AnyWidget):
+    """The anywidget behind ``window.__jupyter_loopback__``. Get it from :func:`enable_comm_bridge`."""
+
+    _esm = Path(__file__).parent / "static" / "bridge.js"
+    chunk = traitlets.Int(protocol.CHUNK).tag(sync=True)
+
+    def __init__(self, *, ports: object = None, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.timeout = timeout
+        self.runtime = Runtime()
+        self.streams = Streams(self.post, self.runtime, ports)
+        self.requests: dict[int, _Reply] = {}
+        self.on_msg(self._on_msg)
+
+    def post(self, content: dict[str, Any], buffers: Sequence[bytes | memoryview] = ()) -> None:
+        """Send one message to the page; safe from any thread (IOPub sends are queued)."""
+        self.send(content, list(buffers) or None)
+
+    def close(self) -> None:
+        """Close the comm, cancel every stream and stop the bridge's threads."""
+        super().close()
+        runtime = getattr(self, "runtime", None)  # absent if __init__ failed
+        if runtime is not None:
+            runtime.close()
+
+    def _on_msg(self, _widget: object, content: Any, buffers: list[memoryview]) -> None:
+        # The shell thread: parse and hand off, nothing slow here.
+        if not isinstance(content, dict) or not isinstance(content.get("id"), int):
+            log.debug("comm_bridge: ignoring a message without an integer id: %r", content)
+            return
+        op = content.get("op")
+        try:
+            if op == "cancel" and content["id"] in self.requests:
+                self.requests[content["id"]].cancel()
+            elif op == "request":
+                self._request(content, [bytes(b) for b in buffers])
+            else:
+                self.streams.handle(op, content, buffers)
+        except (KeyError, TypeError, ValueError) as exc:
+            self.post({"op": "error", "id": content["id"], "status": 400, "message": f"Bad message: {exc}"})
+
+    def _request(self, msg: dict[str, Any], buffers: list[bytes]) -> None:
+        reply = _Reply(self, msg["id"])
+        key = (str(msg["ns"]), str(msg["kind"]))
+        with _lock:
+            entry = _handlers.get(key)
+        if entry is None:
+            return reply.error(f"No handler is registered for {key[0]!r}/{key[1]!r}.")
+        handler, timeout = entry
+        timeout = self.timeout if timeout is None else timeout
+        self.requests[reply.id] = reply
+        data = msg.get("data")
+        if inspect.iscoroutinefunction(handler):
+            reply.task = self.runtime.spawn(_run_async(reply, handler(data, buffers), timeout, key))
+        else:
+            self.runtime.call(reply.arm, timeout, key)
+            self.runtime.submit(_run_sync, reply, handler, data, buffers, timeout, key)
+
+
+class _Reply:
+    """Sends exactly one reply per request, whichever of result, timeout or cancel comes first."""
+
+    def __init__(self, bridge: CommBridge, id: int) -> None:
+        self.bridge = bridge
+        self.id = id
+        self.done = False
+        self.lock = threading.Lock()
+        self.task: Any = None
+
+    def _claim(self) -> bool:
+        with self.lock:
+            if self.done:
+                return False
+            self.done = True
+        self.bridge.requests.pop(self.id, None)
+        return True
+
+    def ok(self, result: object) -> None:
+        data, buffers = result if isinstance(result, tuple) and len(result) == 2 else (result, ())
+        try:
+            out = [memoryview(b) for b in buffers or ()]
+        except TypeError:
+            return self.error("The handler's buffers must be bytes-like.")
+        if not self._claim():
+            return
+        try:
+            self.bridge.post({"op": "reply", "id": self.id, "status": "ok", "data": data}, out)
+        except (TypeError, ValueError) as exc:
+            self._send_error(f"The handler's reply is not JSON: {exc}.")
+
+    def error(self, message: str) -> None:
+        if self._claim():
+            self._send_error(message)
+
+    def _send_error(self, message: str) -> None:
+        self.bridge.post({"op": "reply", "id": self.id, "status": "error", "data": {"message": message}})
+
+    def arm(self, timeout: float, key: tuple[str, str]) -> None:
+        # On the loop thread: a deadline for a handler that cannot be interrupted.
+        if not self.done:
+            asyncio.get_running_loop().call_later(timeout, self.expire, timeout, key)
+
+    def expire(self, timeout: float, key: tuple[str, str]) -> None:
+        self.error(f"The handler for {key[0]!r}/{key[1]!r} did not answer within {timeout:g} s.")
+
+    def cancel(self) -> None:
+        if self._claim() and self.task is not None:
+            self.task.cancel()
+
+
+def _run_sync(reply: _Reply, handler: Handler, data: Any, buffers: list[bytes], timeout: float, key: Any) -> None:
+    if reply.done:
+        return
+    try:
+        result = handler(data, buffers)
+        if inspect.isawaitable(result):
+            reply.task = reply.bridge.runtime.spawn(_run_async(reply, result, timeout, key))
+            return
+    except Exception as exc:  # a handler's bug becomes the page's error, not the kernel's
+        log.debug("comm_bridge: handler %s/%s raised", *key, exc_info=True)
+        return reply.error(f"The handler for {key[0]!r}/{key[1]!r} raised {type(exc).__name__}: {exc}")
+    reply.ok(result)
+
+
+async def _run_async(reply: _Reply, awaitable: Awaitable[Any], timeout: float, key: Any) -> None:
+    try:
+        result = await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        return reply.expire(timeout, key)
+    except asyncio.CancelledError:
+        return None
+    except Exception as exc:
+        log.debug("comm_bridge: handler %s/%s raised", *key, exc_info=True)
+        return reply.error(f"The handler for {key[0]!r}/{key[1]!r} raised {type(exc).__name__}: {exc}")
+    reply.ok(result)
+
+
+def enable_comm_bridge(*, display: bool = True, ports: object = None, timeout: float = DEFAULT_TIMEOUT) -> CommBridge:
+    """Start the bridge once per kernel and display it once; later calls return the same bridge.
+
+    ``ports`` is the port policy for generic ``fetch``/``openWebSocket``
+    (default ``"1024-65535"``, any spelling :class:`loopback_asgi.PortPolicy`
+    accepts), narrowed by ``JUPYTER_LOOPBACK_ALLOWED_PORTS``; disabling the
+    ``app`` namespace (``JUPYTER_LOOPBACK_DISABLED_NAMESPACES=app``) turns
+    generic access off while registered handlers keep working. ``timeout`` is
+    the default handler deadline in seconds. A bridge that was closed is
+    replaced by a new one.
+    """
+    global _bridge
+    with _lock:
+        if _bridge is not None and _bridge.comm is not None:
+            return _bridge
+        _bridge = bridge = CommBridge(ports=ports, timeout=timeout)
+    if display:
+        from IPython.display import display as show
+
+        show(bridge)  # type: ignore[no-untyped-call]
+    return bridge

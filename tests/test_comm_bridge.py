@@ -1,0 +1,209 @@
+"""The comm bridge against a real kernel, the test playing the frontend over the widget comm."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+
+import pytest
+
+from tests.comm_fixtures import Bridge, BridgeError, Kernel, KernelError
+from tests.upstream import PATTERN
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+MB = 1_000_000
+
+
+def pattern(n: int) -> bytes:
+    return (PATTERN * (n // len(PATTERN) + 1))[:n]
+
+
+async def test_request_reply_with_buffers(bridge: Bridge) -> None:
+    status, data, buffers = await bridge.request("test", "echo", {"a": [1, 2]}, [b"abc", b"", bytes(70_000)])
+    assert status == "ok"
+    assert data == {"echo": {"a": [1, 2]}}
+    assert buffers == [b"cba", b"", bytes(70_000)]
+
+
+async def test_unknown_handler_is_an_error(bridge: Bridge) -> None:
+    status, data, buffers = await bridge.request("nope", "missing")
+    assert status == "error"
+    assert "'nope'/'missing'" in data["message"]
+    assert buffers == []
+
+
+async def test_raising_handler_timeout_and_bad_reply(bridge_kernel: Kernel, bridge: Bridge) -> None:
+    await bridge_kernel.execute(
+        """
+import time
+@comm_bridge.on_request("test", "boom")
+def _boom(data, buffers):
+    raise KeyError("lost")
+
+@comm_bridge.on_request("test", "sleepy", timeout=0.3)
+def _sleepy(data, buffers):
+    time.sleep(2)
+
+@comm_bridge.on_request("test", "bad")
+def _bad(data, buffers):
+    return object()
+"""
+    )
+    status, data, _ = await bridge.request("test", "boom")
+    assert (status, data["message"]) == ("error", "The handler for 'test'/'boom' raised KeyError: 'lost'")
+    started = time.perf_counter()
+    status, data, _ = await bridge.request("test", "sleepy")
+    assert status == "error" and "did not answer within 0.3 s" in data["message"]
+    assert time.perf_counter() - started < 1.5
+    status, data, _ = await bridge.request("test", "bad")
+    assert status == "error" and "not JSON" in data["message"]
+    # The kernel keeps working, and so does the bridge.
+    assert (await bridge_kernel.execute("print(6 * 7)")).strip() == "42"
+    assert (await bridge.request("test", "echo", 1))[0] == "ok"
+
+
+async def test_async_handler_and_off_request(bridge_kernel: Kernel, bridge: Bridge) -> None:
+    await bridge_kernel.execute(
+        """
+import asyncio
+@comm_bridge.on_request("test", "async")
+async def _async(data, buffers):
+    await asyncio.sleep(0.01)
+    return {"n": data["n"] + 1}, [b"x" * data["n"]]
+
+@comm_bridge.on_request("test", "async-timeout", timeout=0.2)
+async def _forever(data, buffers):
+    await asyncio.sleep(30)
+"""
+    )
+    assert await bridge.request("test", "async", {"n": 3}) == ("ok", {"n": 4}, [b"xxx"])
+    status, data, _ = await bridge.request("test", "async-timeout")
+    assert status == "error" and "within 0.2 s" in data["message"]
+    assert (await bridge_kernel.execute("print(comm_bridge.off_request('test', 'async'))")).strip() == "True"
+    assert (await bridge.request("test", "async", {"n": 3}))[0] == "error"
+
+
+async def test_enable_is_idempotent(bridge_kernel: Kernel) -> None:
+    out = await bridge_kernel.execute("print(comm_bridge.enable_comm_bridge() is BRIDGE)")
+    assert out.strip() == "True"
+    assert len([s for s in bridge_kernel.comms.values() if "__jupyter_loopback__" in str(s.get("_esm"))]) == 1
+
+
+async def test_slow_handler_blocks_neither_cells_nor_other_requests(bridge_kernel: Kernel, bridge: Bridge) -> None:
+    await bridge_kernel.execute(
+        """
+import threading
+GATE = threading.Event()
+@comm_bridge.on_request("test", "gate")
+def _gate(data, buffers):
+    GATE.wait(20)
+    return "released"
+"""
+    )
+    slow = [asyncio.ensure_future(bridge.request("test", "gate")) for _ in range(4)]
+    started = time.perf_counter()
+    assert (await bridge.request("test", "echo", "fast"))[0] == "ok"
+    assert (await bridge_kernel.execute("print('cell ran')")).strip() == "cell ran"
+    assert time.perf_counter() - started < 2
+    assert not any(task.done() for task in slow)
+    await bridge_kernel.execute("GATE.set()")
+    assert [(await task)[1] for task in slow] == ["released"] * 4
+
+
+async def test_fetch_json_and_headers(bridge: Bridge, kernel_upstream: int) -> None:
+    response = await bridge.fetch(kernel_upstream, "/json")
+    assert (response.status, await response.read()) == (200, b'{"hello": "world"}')
+    response = await bridge.fetch(
+        kernel_upstream,
+        "/headers",
+        headers=[("X-Mine", "1"), ("Authorization", "token jupyter-secret"), ("Connection", "x-hop"), ("X-Hop", "2")],
+    )
+    sent = {k: v for k, v in __import__("json").loads(await response.read())}
+    assert sent["x-mine"] == "1" and sent["host"] == f"127.0.0.1:{kernel_upstream}"
+    assert "authorization" not in sent and "x-hop" not in sent and "x-forwarded-prefix" not in sent
+
+
+async def test_fetch_upload_and_50mb_download(bridge: Bridge, kernel_upstream: int) -> None:
+    body = pattern(12 * MB + 7)
+    response = await bridge.fetch(kernel_upstream, "/upload", "POST", body=body)
+    assert __import__("json").loads(await response.read()) == {
+        "size": len(body),
+        "sha256": hashlib.sha256(body).hexdigest(),
+    }
+    response = await bridge.fetch(kernel_upstream, f"/bytes?n={50 * MB}")
+    digest, size = hashlib.sha256(), 0
+    async for chunk in response.iter():
+        assert len(chunk) <= 1 << 20
+        digest.update(chunk)
+        size += len(chunk)
+    assert size == 50 * MB
+    assert digest.hexdigest() == hashlib.sha256(pattern(50 * MB)).hexdigest()
+
+
+async def test_fetch_streams_before_the_end(bridge: Bridge, kernel_upstream: int) -> None:
+    started = time.perf_counter()
+    response = await bridge.fetch(kernel_upstream, "/sse?n=3&interval=0.5")
+    first = await response.chunks.get()
+    first_at = time.perf_counter() - started
+    rest = await response.read()
+    assert first == b"data: 0\n\n" and rest == b"data: 1\n\ndata: 2\n\n"
+    assert first_at < 0.5 < time.perf_counter() - started
+
+
+async def test_fetch_refusals_answer_like_the_sidecar(bridge: Bridge, kernel_upstream: int) -> None:
+    with pytest.raises(BridgeError) as refused:
+        await bridge.fetch(1, "/")  # below the default 1024-65535 policy
+    assert refused.value.status == 403
+    closed = _closed_port()
+    with pytest.raises(BridgeError) as refused:
+        await bridge.fetch(closed, "/")
+    assert refused.value.status == 502 and f"port {closed}" in str(refused.value)
+
+
+async def test_websocket_echo_close_code_and_order(bridge: Bridge, kernel_upstream: int) -> None:
+    ws = bridge.websocket(kernel_upstream, "/ws?choose=b", ["a", "b"])
+    assert await ws.opened == "b"
+    await ws.send("hello")
+    assert await ws.recv() == "hello"
+    big = pattern(20 * MB)
+    await ws.send(big)
+    assert await ws.recv() == big
+    for i in range(1000):
+        await ws.send(f"{i}")
+    assert [await ws.recv() for _ in range(1000)] == [f"{i}" for i in range(1000)]
+    await ws.send("close:4321:bye")
+    assert await ws.closed == (4321, "bye")
+
+
+async def test_websocket_close_from_the_page(bridge: Bridge, kernel_upstream: int) -> None:
+    ws = bridge.websocket(kernel_upstream, "/ws")
+    await ws.opened
+    await ws.send(b"\x00\x01")
+    ws.close(4001, "done")
+    assert await ws.recv() == b"\x00\x01"
+    assert await ws.closed == (4001, "done")
+    response = await bridge.fetch(kernel_upstream, "/last-close")
+    assert __import__("json").loads(await response.read()) == {"code": 4001, "reason": "done"}
+
+
+async def test_websocket_refused(bridge: Bridge) -> None:
+    ws = bridge.websocket(_closed_port(), "/ws")
+    with pytest.raises(BridgeError) as refused:
+        await ws.opened
+    assert refused.value.status == 502
+    assert (await ws.closed)[0] == 1006
+
+
+async def test_kernel_error_surfaces(bridge_kernel: Kernel) -> None:
+    with pytest.raises(KernelError, match="ZeroDivisionError"):
+        await bridge_kernel.execute("1 / 0")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
