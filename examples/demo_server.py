@@ -28,6 +28,7 @@ from loopback_asgi import autodetect_prefix, browser_url
 __all__ = ["PAGE", "DemoServer", "png"]
 
 PAGE = (Path(__file__).parent / "demo_page.html").read_text()
+HEIGHT = 380
 SSE_LIMIT = 3600  # ticks: an open page stops counting after half an hour
 
 
@@ -115,16 +116,27 @@ class DemoServer:
 
     def show(self, via: str = "proxy") -> object:
         """The demo page in an output iframe, ``via`` the Jupyter server proxy or the comm ``"bridge"``."""
-        from IPython.display import HTML, IFrame
+        from IPython.display import IFrame
 
         if via == "bridge":
             # A srcdoc iframe shares the notebook page's origin, so its script
             # can use the bridge the notebook page loaded.
             doc = PAGE.replace("<html", f'<html data-port="{self.port}"', 1)
-            return HTML(f'<iframe srcdoc="{html.escape(doc)}" width="100%" height="330" frameborder="0"></iframe>')
+            frame = f'<iframe srcdoc="{html.escape(doc)}" width="100%" height="{HEIGHT}" frameborder="0"></iframe>'
+            return _Html(frame)
         if autodetect_prefix("app") is None:
-            return HTML(
+            return _Html(
                 "<p>No Jupyter server route reaches this kernel's servers here (plain Python, VS Code, Colab…):"
                 " use the comm bridge below.</p>"
             )
-        return IFrame(browser_url("app", self.port), width="100%", height=330)
+        return IFrame(browser_url("app", self.port), width="100%", height=HEIGHT)
+
+
+class _Html:
+    """Raw HTML for the notebook's output (``IPython.display.HTML`` warns on an iframe)."""
+
+    def __init__(self, html: str) -> None:
+        self.html = html
+
+    def _repr_html_(self) -> str:
+        return self.html

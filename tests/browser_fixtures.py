@@ -1,0 +1,237 @@
+"""A real JupyterLab and Debian's Chromium, for the browser tests.
+
+One JupyterLab server and one browser per session; each test gets a fresh
+browser context, writes its notebook into the server's root, opens it, runs
+every cell through JupyterLab's own command and looks inside the output
+iframes. Screenshots go to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nbformat
+import pytest
+
+from .conftest import ROOT, Proc, start
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+LAB_TOKEN = "browser-test-token-5f1c"
+# A kernel the Jupyter route is hidden from: the comm bridge path.
+NO_ROUTE_KERNEL = "python3-noroute"
+RUN_TIMEOUT_MS = 120_000
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass
+class Lab:
+    """A running JupyterLab: ``url`` ends with ``/``; notebooks go under ``root``."""
+
+    url: str
+    root: Path
+    proc: Proc
+
+    def api(self, method: str, path: str) -> Any:
+        response = httpx.request(method, self.url + path, headers={"Authorization": f"token {LAB_TOKEN}"}, timeout=10)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def shutdown_kernels(self) -> None:
+        for session in self.api("GET", "api/sessions"):
+            self.api("DELETE", f"api/sessions/{session['id']}")
+
+
+@dataclass
+class Opened:
+    """A notebook opened and run in the browser, with what the page's WebSockets did."""
+
+    page: Any
+    websockets: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+
+    def frame(self, index: int = 0) -> Any:
+        """The ``index``-th output iframe's content frame."""
+        return self._content(self.page.locator(".jp-OutputArea-output iframe").nth(index))
+
+    def frame_of(self, selector: str) -> Any:
+        """The content frame of the one output iframe matching ``selector``."""
+        return self._content(self.page.locator(f".jp-OutputArea-output {selector}"))
+
+    def _content(self, locator: Any) -> Any:
+        locator.scroll_into_view_if_needed()
+        # Wait until the iframe has navigated away from its initial about:blank.
+        handle = locator.element_handle()
+        self.page.wait_for_function(
+            "(el) => el.contentDocument === null || (el.contentWindow.location.href !== 'about:blank'"
+            " && el.contentDocument.readyState === 'complete')",
+            arg=handle,
+        )
+        frame = handle.content_frame()
+        assert frame is not None
+        return frame
+
+    def screenshot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        self.page.screenshot(path=str(path))
+        return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write_config(home: Path) -> dict[str, str]:
+    """Isolated Jupyter dirs: a kernel with no route, and no dialogs over the notebook."""
+    spec = home / "data" / "kernels" / NO_ROUTE_KERNEL
+    spec.mkdir(parents=True)
+    kernel = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (no Jupyter route)",
+        "language": "python",
+        "env": {"JUPYTER_LOOPBACK_DISABLE": "1"},
+    }
+    (spec / "kernel.json").write_text(json.dumps(kernel))
+    config = home / "config"
+    config.mkdir()
+    # Installed lab extensions (Dash's) would otherwise pop a "Build Recommended" dialog.
+    page = {"page_config_data": {"buildCheck": False, "buildAvailable": False}}
+    (config / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"tornado_settings": page}}))
+    notification = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    return {"JUPYTER_PATH": str(home / "data"), "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(home)}
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """``jupyter lab`` on a free 127.0.0.1 port, ready when ``/api/status`` answers."""
+    home = tmp_path_factory.mktemp("lab")
+    root = home / "root"
+    root.mkdir()
+    env = _write_config(home)
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={LAB_TOKEN}",
+        f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        f"--LabApp.workspaces_dir={home / 'workspaces'}", f"--LabApp.user_settings_dir={home / 'settings'}",
+    ]  # fmt: skip
+    proc = start(cmd, r"(http://127\.0\.0\.1:\d+/)lab", env=env, timeout=90)
+    server = Lab(proc.match[1], root, proc)
+    for _ in range(150):  # bounded: the REST API answers soon after the URL is printed
+        try:
+            server.api("GET", "api/status")
+            break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        proc.stop()
+        pytest.fail("JupyterLab did not answer /api/status:\n" + "".join(proc.output))
+    yield server
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps).")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def notebook(lab: Lab, browser: Any) -> Iterator[Any]:
+    """``open(relpath, block=None) -> Opened``: open a notebook under ``lab.root`` and run all its cells.
+
+    ``block(url)`` returning true makes the browser fail that request.
+    """
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)
+
+    def open_(relpath: str, *, block: Callable[[str], bool] | None = None) -> Opened:
+        page = context.new_page()
+        opened = Opened(page)
+        page.on("websocket", lambda ws: opened.websockets.append(ws.url))
+        page.on("requestfailed", lambda r: opened.log.append(f"failed {r.method} {r.url}"))
+        page.on("response", lambda r: r.status >= 400 and opened.log.append(f"{r.status} {r.request.method} {r.url}"))
+        page.on("console", lambda m: m.type == "error" and opened.log.append(f"console: {m.text}"))
+        if block is not None:
+
+            def gate(route: Any) -> None:
+                if block(route.request.url):
+                    opened.blocked.append(route.request.url)
+                    route.abort()
+                else:
+                    route.continue_()
+
+            page.route("**/*", gate)
+        workspace = re.sub(r"[^a-z0-9]+", "-", relpath.lower())
+        page.goto(f"{lab.url}lab/workspaces/{workspace}/tree/{relpath}?reset&token={LAB_TOKEN}")
+        page.wait_for_function(
+            "(p) => window.jupyterapp?.shell.currentWidget?.context?.path === p", arg=relpath, timeout=60_000
+        )
+        errors = page.evaluate(RUN_ALL, RUN_TIMEOUT_MS)
+        if errors:
+            pytest.fail("notebook cell failed:\n" + ANSI.sub("", "\n".join(errors)))
+        return opened
+
+    yield open_
+    context.close()
+    lab.shutdown_kernels()
+
+
+# Run every cell with JupyterLab's own command and report the cells' errors.
+RUN_ALL = """async (timeoutMs) => {
+  const app = window.jupyterapp;
+  const panel = app.shell.currentWidget;
+  await panel.context.ready;
+  await panel.sessionContext.ready;
+  app.shell.collapseLeft();
+  const done = app.commands.execute("notebook:run-all-cells");
+  const late = new Promise((_, reject) => setTimeout(() => reject(new Error("cells still running")), timeoutMs));
+  await Promise.race([done, late]);
+  const errors = [];
+  for (const cell of panel.content.model.cells) {
+    if (cell.type !== "code") continue;
+    for (const out of cell.outputs.toJSON()) {
+      if (out.output_type === "error") errors.push(out.traceback.join("\\n"));
+    }
+    if (cell.executionCount === null) errors.push("not run: " + cell.sharedModel.getSource().slice(0, 80));
+  }
+  return errors;
+}"""
+
+
+def write_notebook(lab: Lab, relpath: str, cells: list[tuple[str, str]], kernel: str = "python3") -> Path:
+    """Write ``cells`` (``("code"|"markdown", source)``) as a notebook under ``lab.root``."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
+    new = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell}
+    nb.cells = [new[kind](source) for kind, source in cells]
+    path = lab.root / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path

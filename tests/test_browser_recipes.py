@@ -1,0 +1,95 @@
+"""The recipes in docs/recipes/ run as notebooks in JupyterLab, in Chromium.
+
+Each page's code blocks become a notebook's cells, exactly as written; the
+test runs them all and checks inside the output iframe that the app was
+served through ``<base_url>loopback/app/<port>/``, rendered, and talked back
+to the kernel (over its WebSocket, or a Dash callback's POST).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from .browser_fixtures import Lab, Opened, write_notebook
+from .conftest import ROOT
+
+pytestmark = pytest.mark.browser
+
+RECIPES = ROOT / "docs" / "recipes"
+PROXIED = re.compile(r"^http://127\.0\.0\.1:\d+/loopback/app/(\d+)/")
+
+
+def recipe_cells(name: str) -> list[tuple[str, str]]:
+    """The page as notebook cells: prose as markdown, each ```python block as code."""
+    cells: list[tuple[str, str]] = []
+    parts = re.split(r"^```python\n(.*?)^```\n", (RECIPES / f"{name}.md").read_text(), flags=re.S | re.M)
+    for i, part in enumerate(parts):
+        if part.strip():
+            cells.append(("code" if i % 2 else "markdown", part.strip()))
+    assert any(kind == "code" for kind, _ in cells), f"{name}.md has no python block"
+    return cells
+
+
+def run_recipe(lab: Lab, notebook: Any, name: str) -> tuple[Opened, Any]:
+    """Run the recipe's notebook; return it and its iframe, checked to come through the proxy."""
+    write_notebook(lab, f"recipes/{name}.ipynb", recipe_cells(name))
+    opened: Opened = notebook(f"recipes/{name}.ipynb")
+    frame = opened.frame()
+    frame.wait_for_load_state()
+    match = PROXIED.match(frame.url)
+    assert match, f"the iframe is not served through the Jupyter route: {frame.url}"
+    return opened, match[1]
+
+
+def assert_websocket(opened: Opened, port: str) -> None:
+    through = [url for url in opened.websockets if f"/loopback/app/{port}/" in url]
+    assert through, f"no WebSocket through the proxy to port {port}: {opened.websockets}"
+
+
+def test_bokeh(lab: Lab, notebook: Any) -> None:
+    opened, port = run_recipe(lab, notebook, "bokeh")
+    frame = opened.frame()
+    frame.locator("canvas").first.wait_for(state="visible")
+    frame.get_by_role("button", name="Shift phase").click()
+    # The title is drawn on the canvas: read it from the synced document model.
+    frame.wait_for_function(
+        "() => [...Bokeh.documents[0].all_models].some((m) => m.text === 'sin(x + 1)')", timeout=20_000
+    )
+    assert_websocket(opened, port)
+    opened.screenshot("recipe-bokeh")
+
+
+def test_dash(lab: Lab, notebook: Any) -> None:
+    opened, port = run_recipe(lab, notebook, "dash")
+    frame = opened.frame()
+    opened.screenshot("recipe-dash")
+    print("\n".join(opened.log))
+    with opened.page.expect_response(re.compile(r"/_dash-update-component$")) as callback:
+        frame.locator("#count").click()
+    assert callback.value.status == 200, callback.value.text()
+    assert f"/loopback/app/{port}/" in callback.value.url
+    frame.get_by_text("Clicked 1 time.").wait_for()
+    frame.locator("#count").click()
+    frame.get_by_text("Clicked 2 times.").wait_for()
+    opened.screenshot("recipe-dash")
+
+
+def test_panel(lab: Lab, notebook: Any) -> None:
+    opened, port = run_recipe(lab, notebook, "panel")
+    frame = opened.frame()
+    frame.get_by_role("button", name="Square it").click(timeout=30_000)
+    frame.get_by_text("3 squared is").wait_for()
+    assert_websocket(opened, port)
+    opened.screenshot("recipe-panel")
+
+
+def test_fastapi(lab: Lab, notebook: Any) -> None:
+    opened, port = run_recipe(lab, notebook, "fastapi")
+    frame = opened.frame()
+    frame.get_by_text("JSON: hello from the kernel").wait_for()
+    frame.get_by_text("WebSocket echo: ping").wait_for()
+    assert_websocket(opened, port)
+    opened.screenshot("recipe-fastapi")
