@@ -1,0 +1,281 @@
+"""HTTP/WebSocket benchmark: one upstream, five routes to it, measured side by side in one run.
+
+Routes (rows), all to the same tests/upstream.py on 127.0.0.1:
+
+1. direct to the upstream;
+2. this project's standalone sidecar (``jupyter-loopback serve``), ``/app/<port>/…``;
+3. the full chain through a real ``jupyter server`` with this project's
+   adapter, ``/loopback/app/<port>/…`` (the sidecar is launched by the first
+   request);
+4. jupyter-server-proxy 4.6's ``/proxy/<port>/…`` and
+5. jupyter-loopback 0.3.3's ``/bench-proxy/<port>/…`` — both in one
+   ``jupyter server`` from ``benchmarks/.bench-venv-http`` (made on first use).
+
+Measurements go round the rows in turns, so a burst of load on this shared
+machine hits every row alike. A route that fails a measurement is recorded as
+"fails" with the reason; the run goes on.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--write-docs] [--no-peers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+
+import measure
+import report
+import servers
+from measure import MeasureError, Row
+
+DOCS = servers.ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def first_request(row: Row, timeout: float = 60) -> tuple[int, float]:
+    """Status of the first ``GET /json`` on ``row``, and its seconds from the moment the port accepted.
+
+    A Jupyter server logs "is running at" before it listens, so the connection
+    is retried (bounded by ``timeout``) until the port accepts.
+    """
+    conn = measure.RawHTTP(row)
+    deadline = time.perf_counter() + timeout
+    while True:
+        try:
+            await conn.connect()
+            break
+        except ConnectionRefusedError:
+            if time.perf_counter() > deadline:
+                raise
+            await asyncio.sleep(0.01)  # poll for the listening socket, bounded by the deadline
+    start = time.perf_counter()
+    try:
+        status = await asyncio.wait_for(conn.get(conn.request_bytes("/json")), timeout)
+    finally:
+        await conn.close()
+    return status, time.perf_counter() - start
+
+
+async def check(row: Row, what: str) -> None:
+    """Skip ``row`` (with ``what`` as the reason) unless ``GET /json`` answers 200."""
+    try:
+        status, _ = await first_request(row, timeout=30)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        row.skip = f"skipped: {what} ({type(exc).__name__})"
+        return
+    if status != 200:
+        row.skip = f"skipped: {what} (GET {row.prefix}/json answered {status})"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.rows: list[Row] = []
+        self.results: report.Results = {}
+        self.procs: list[servers.Proc] = []
+
+    def record(self, metric: str, row: Row, value: report.Value) -> None:
+        self.results.setdefault(metric, {})[row.key] = value
+
+    async def each(self, metric: str, fn: Callable[[Row], Awaitable[float]], *, best_of: int = 1) -> None:
+        """Measure every live row ``best_of`` times in turns; keep the best value."""
+        live = [row for row in self.rows if not row.skip]
+        best: dict[str, float] = {}
+        for _ in range(best_of):
+            for row in live:
+                if isinstance(self.results.get(metric, {}).get(row.key), str):
+                    continue  # failed already
+                try:
+                    value = await fn(row)
+                except Exception as exc:  # any failure of a route is a result, not a crash
+                    self.record(metric, row, why(exc))
+                    continue
+                old = best.get(row.key)
+                if old is None or (value > old if metric_higher(metric) else value < old):
+                    best[row.key] = value
+                    self.record(metric, row, value)
+        print(f"  {metric}: " + ", ".join(f"{k}={report.fmt(m(metric), v)}" for k, v in best.items()), flush=True)
+
+    async def sampled(self, metrics: tuple[str, str], fn: Callable[[Row, int], Awaitable[list[float]]]) -> None:
+        """Latency samples gathered in ``rounds`` turns over the rows; p50 and p99 of the pooled samples."""
+        rounds, n = self.args.rounds, self.args.samples
+        samples: dict[str, list[float]] = {}
+        for _ in range(rounds):
+            for row in (r for r in self.rows if not r.skip):
+                if isinstance(self.results.get(metrics[0], {}).get(row.key), str):
+                    continue
+                try:
+                    samples.setdefault(row.key, []).extend(await fn(row, n // rounds))
+                except Exception as exc:  # any failure of a route is a result, not a crash
+                    for metric in metrics:
+                        self.record(metric, row, why(exc))
+        for row in self.rows:
+            if got := samples.get(row.key):
+                if not isinstance(self.results.get(metrics[0], {}).get(row.key), str):
+                    self.record(metrics[0], row, statistics.median(got))
+                    if metrics[1]:
+                        self.record(metrics[1], row, percentile(got, 0.99))
+        shown = {k: report.fmt(m(metrics[0]), statistics.median(v)) for k, v in samples.items() if v}
+        print(f"  {metrics[0]}: " + ", ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
+
+    async def setup(self) -> None:
+        auth = {"Authorization": f"token {servers.TOKEN}"}
+        proc, up = servers.start_upstream()
+        self.procs.append(proc)
+        self.rows.append(Row("direct", "direct", f"http://127.0.0.1:{up}"))
+        proc, base = servers.start_sidecar()
+        self.procs.append(proc)
+        self.rows.append(Row("sidecar", "sidecar", f"{base}/app/{up}", auth))
+
+        chain = Row("chain", "full chain (Jupyter + adapter)", "", auth)
+        self.rows.append(chain)
+        try:
+            proc, base = servers.start_jupyter(
+                sys.executable, servers.project_extensions(), pythonpath=str(servers.ROOT)
+            )
+            self.procs.append(proc)
+            chain.base = f"{base}/loopback/app/{up}"
+            status, elapsed = await first_request(chain)
+            if status == 200:
+                self.record("first", chain, elapsed)
+            else:
+                chain.skip = f"skipped: adapter not available (GET /loopback/app/{up}/json answered {status})"
+        except (RuntimeError, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            chain.skip = f"skipped: adapter not available ({why(exc)})"
+
+        jsp = Row("jsp", "jupyter-server-proxy 4.6", "", auth)
+        old = Row("peer033", "jupyter-loopback 0.3.3", "", auth)
+        self.rows += [jsp, old]
+        if self.args.no_peers:
+            jsp.skip = old.skip = "skipped: --no-peers"
+            return
+        try:
+            python = servers.peer_python()
+            proc, base = servers.start_jupyter(python, servers.peer_extensions(), pythonpath=str(servers.HERE))
+            self.procs.append(proc)
+        except (RuntimeError, OSError, TimeoutError) as exc:
+            jsp.skip = old.skip = f"skipped: peers not available ({why(exc)})"
+            return
+        jsp.base, old.base = f"{base}/proxy/{up}", f"{base}/bench-proxy/{up}"
+        await check(jsp, "jupyter-server-proxy route not available")
+        await check(old, "0.3.3 route not available")
+
+    async def measure_all(self) -> None:
+        a, q = self.args, self.args.quick
+        await self.sampled(("get_p50", "get_p99"), lambda row, n: measure.latency(row, n))
+        await self.each("rps16", lambda row: measure.req_per_s(row, a.requests), best_of=2)
+        mb50 = 10**7 if q else 5 * 10**7
+
+        async def mb(row: Row) -> float:
+            return (await measure.big_get(row, mb50))[0]
+
+        await self.each("mb50", mb, best_of=2)
+        big = 10**8 if q else 10**9
+        ttfb: dict[str, float] = {}
+
+        async def gb(row: Row) -> float:
+            mbps, first = await measure.big_get(row, big)
+            ttfb[row.key] = min(first, ttfb.get(row.key, first))
+            return mbps
+
+        await self.each("gb1", gb, best_of=1 if q else 2)
+        for row in self.rows:
+            if row.key in ttfb:
+                self.record("gb1_ttfb", row, ttfb[row.key])
+            elif isinstance(failure := self.results.get("gb1", {}).get(row.key), str):
+                self.record("gb1_ttfb", row, failure)
+        await self.each("sse_any", lambda row: measure.sse_first_event(row, "*/*"))
+        await self.each("sse_es", lambda row: measure.sse_first_event(row, "text/event-stream"))
+        await self.sampled(("ws_p50", ""), lambda row, n: measure.ws_echo(row, n))
+        await self.each("ws_10mb", lambda row: measure.ws_big(row, 10**7))
+        for row in self.rows:
+            if row.skip:
+                for metric in report.METRICS:
+                    if metric.key in self.results or metric.key == "first":
+                        self.results.setdefault(metric.key, {}).setdefault(row.key, row.skip)
+
+    async def run(self) -> str:
+        load = os.getloadavg()
+        started = datetime.now(timezone.utc)
+        try:
+            print("starting servers", flush=True)
+            await self.setup()
+            for row in self.rows:
+                print(f"  {row.label}: {row.skip or row.base}", flush=True)
+            print("measuring", flush=True)
+            await self.measure_all()
+        finally:
+            for proc in reversed(self.procs):
+                proc.stop()
+        load_end = os.getloadavg()
+        verdicts = report.targets(self.results)
+        tables = report.markdown_tables(self.results, [(r.key, r.label) for r in self.rows], verdicts)
+        meta = (
+            f"Run {started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {load[0]:.1f} at start and "
+            f"{load_end[0]:.1f} at the end; {'quick mode; ' if self.args.quick else ''}"
+            f"{self.args.samples} sequential samples per latency, {self.args.requests} requests per req/s run, "
+            f"{'wrk' if measure.shutil.which('wrk') else 'an asyncio client'} for req/s, "
+            f"{'curl' if measure.shutil.which('curl') else 'an asyncio client'} for downloads."
+        )
+        out = servers.HERE / "results"
+        out.mkdir(exist_ok=True)
+        record = {"meta": meta, "rows": {r.key: r.label for r in self.rows}, "results": self.results}
+        (out / f"{started:%Y%m%dT%H%M%S}.json").write_text(json.dumps(record, indent=1))
+        return f"{meta}\n\n{tables}\n"
+
+
+def why(exc: BaseException) -> str:
+    text = str(exc) if isinstance(exc, (MeasureError, RuntimeError)) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:160] or type(exc).__name__
+
+
+def m(key: str) -> report.Metric:
+    return next(metric for metric in report.METRICS if metric.key == key)
+
+
+def metric_higher(key: str) -> bool:
+    return m(key).higher_is_better
+
+
+def write_docs(text: str) -> None:
+    doc = DOCS.read_text()
+    if START not in doc or END not in doc:
+        raise SystemExit(f"{DOCS} has no {START} … {END} block to replace")
+    head, rest = doc.split(START, 1)
+    _, tail = rest.split(END, 1)
+    DOCS.write_text(f"{head}{START}\n{text}{END}{tail}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small counts and sizes, to check the harness")
+    parser.add_argument("--no-peers", action="store_true", help="skip the jupyter-server-proxy and 0.3.3 rows")
+    parser.add_argument("--write-docs", action="store_true", help=f"put the tables into {DOCS.name}")
+    parser.add_argument("--samples", type=int, default=None, help="sequential latency samples per route")
+    parser.add_argument("--requests", type=int, default=None, help="requests per req/s run")
+    parser.add_argument("--rounds", type=int, default=4, help="turns over the routes for latency samples")
+    args = parser.parse_args()
+    args.samples = args.samples or (200 if args.quick else 3000)
+    args.requests = args.requests or (500 if args.quick else 4000)
+    text = asyncio.run(Bench(args).run())
+    print("\n" + text)
+    if args.write_docs:
+        write_docs(text)
+        print(f"tables written to {DOCS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
