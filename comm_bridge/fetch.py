@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
+import httpcore
 import httpx
 
 from loopback_asgi.headers import request_headers, response_headers
@@ -146,12 +147,14 @@ class Streams:
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                trust_env=False,
-                follow_redirects=False,
-                timeout=None,
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=30),
+            transport = httpx.AsyncHTTPTransport(trust_env=False)
+            # Reads of up to READ bytes: httpcore asks for 64 KiB at a time and
+            # anyio copies the rest of every larger socket read back into its
+            # queue, which doubles the kernel's CPU for a large download.
+            transport._pool = httpcore.AsyncConnectionPool(
+                max_connections=None, max_keepalive_connections=64, keepalive_expiry=30, network_backend=_BigReads()
             )
+            self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=None, transport=transport)
         return self._client
 
     async def _fetch(
@@ -196,7 +199,7 @@ class Streams:
                 await session.window.reserve(sum(map(len, batch)))
                 self.send({"op": "data", "id": id, "end": last}, batch)
 
-            await drain(response.aiter_raw(), len, flush, CHUNK)
+            await drain(response.aiter_raw(), len, flush, CHUNK, lambda: session.window.bytes >= CHUNK, settle=True)
         except httpx.HTTPError:
             self.error(id, 0, f"The server on {where} dropped the response before its end.")
         finally:
@@ -210,3 +213,44 @@ class Streams:
             if unreported >= CREDIT_BYTES:
                 self.send({"op": "credit", "id": session.id, "bytes": unreported}, ())
                 unreported = 0
+
+
+READ = 1 << 20
+
+
+class _BigReadStream(httpcore.AsyncNetworkStream):
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self.inner = inner
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self.inner.read(max(max_bytes, READ), timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self.inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.inner.get_extra_info(info)
+
+
+class _BigReads(httpcore.AsyncNetworkBackend):
+    """httpcore's anyio backend with large reads (plain TCP to loopback only: no TLS, no unix sockets)."""
+
+    def __init__(self) -> None:
+        self.inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _BigReadStream(stream)
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)

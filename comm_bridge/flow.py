@@ -21,6 +21,9 @@ T = TypeVar("T")
 
 # Items read ahead of the page; with CHUNK-sized batches this bounds memory.
 READ_AHEAD = 64
+# How long a batch may wait to fill while the page is behind: each message
+# costs the same on every hop whatever its size, so bulk data goes in big ones.
+LINGER = 0.005
 
 
 class Window:
@@ -67,17 +70,23 @@ async def drain(
     size: Callable[[T], int],
     flush: Callable[[list[T], bool], Awaitable[None]],
     limit: int,
+    busy: Callable[[], bool] = lambda: False,
+    settle: bool = False,
 ) -> None:
-    """Read ``source`` ahead and call ``flush(batch, last)`` with batches of about ``limit``.
+    """Read ``source`` ahead and call ``flush(batch, last)`` with batches of up to about ``limit``.
 
-    A batch is whatever was already read when the previous flush returned, up
-    to ``limit`` units of ``size``; it is flushed at once rather than waiting
-    to fill, so a trickling source streams. ``flush(…, True)`` comes exactly
-    once, last, possibly with an empty batch. An error of ``source`` is
-    raised here after the items before it were flushed; cancelling ``drain``
-    cancels and awaits the reader.
+    A batch is what was already read when the previous flush returned, so a
+    trickling source streams item by item. While ``busy()`` (the page is
+    behind, say) a batch also waits up to ``LINGER`` seconds for more, so
+    bulk transfers travel in few large messages; with ``settle`` it lets the
+    reader run once before flushing, so the end of a small HTTP response
+    rides with its body. ``flush(…, True)`` comes
+    exactly once, last, possibly with an empty batch. An error of ``source``
+    is raised here after the items before it were flushed; cancelling
+    ``drain`` cancels and awaits the reader.
     """
     queue: asyncio.Queue[T | _End | BaseException] = asyncio.Queue(READ_AHEAD)
+    loop = asyncio.get_running_loop()
 
     async def read() -> None:
         try:
@@ -94,10 +103,21 @@ async def drain(
             item = await queue.get()
             batch: list[T] = []
             total = 0
+            deadline = loop.time() + LINGER if busy() else None
             while not isinstance(item, (_End, BaseException)):
                 batch.append(item)
                 total += size(item)
-                if total >= limit or queue.empty():
+                if total >= limit:
+                    break
+                if queue.empty() and settle:
+                    await asyncio.sleep(0)
+                if queue.empty() and deadline is not None and deadline > loop.time():
+                    try:
+                        item = await asyncio.wait_for(queue.get(), deadline - loop.time())
+                    except asyncio.TimeoutError:
+                        break
+                    continue
+                if queue.empty():
                     break
                 item = queue.get_nowait()
             if isinstance(item, BaseException):

@@ -12,12 +12,15 @@ so publishing from any thread is safe and keeps each thread's order.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["Runtime"]
+__all__ = ["Deadlines", "Runtime"]
 
 T = TypeVar("T")
 
@@ -43,6 +46,7 @@ class Runtime:
 
     def __init__(self, workers: int = WORKERS) -> None:
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="comm-bridge")
+        self.deadlines = Deadlines()
         self.loop = _new_loop()
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), name="comm-bridge-loop", daemon=True)
@@ -84,3 +88,52 @@ class Runtime:
                 self.thread.join(10)
         self.loop.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.deadlines.close()
+
+
+class Deadlines:
+    """Calls each ``fn`` registered with :meth:`add` once its delay has passed, on one daemon thread.
+
+    Registering wakes the thread only when the new deadline is the earliest,
+    which with equal timeouts is never, so the request path pays no thread
+    handoff for its timeout. ``fn`` must be cheap and must not raise; an
+    entry whose work finished first simply finds nothing to do.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], object]]] = []
+        self._order = itertools.count()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def add(self, delay: float, fn: Callable[[], object]) -> None:
+        entry = (time.monotonic() + delay, next(self._order), fn)
+        with self._cond:
+            heapq.heappush(self._heap, entry)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="comm-bridge-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0] is entry:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                while not self._closed and (not self._heap or self._heap[0][0] > now):
+                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                    now = time.monotonic()
+                if self._closed:
+                    return
+                due = []
+                while self._heap and self._heap[0][0] <= now:
+                    due.append(heapq.heappop(self._heap)[2])
+            for fn in due:
+                fn()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._heap.clear()
+            self._cond.notify()

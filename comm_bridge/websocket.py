@@ -105,7 +105,9 @@ async def _to_page(streams: Streams, session: Session, upstream: ClientConnectio
             frames = [[text, final] for text, final, _ in batch]
             streams.send({"op": "ws_data", "id": session.id, "frames": frames}, [p for _, _, p in batch])
 
-    await drain(_frames(upstream), lambda f: len(f[2]) + FRAME_COST, flush, CHUNK)
+    await drain(
+        _frames(upstream), lambda f: len(f[2]) + FRAME_COST, flush, CHUNK, lambda: session.window.bytes >= CHUNK
+    )
 
 
 async def _to_upstream(streams: Streams, session: Session, upstream: ClientConnection) -> None:

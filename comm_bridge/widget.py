@@ -122,7 +122,7 @@ class CommBridge(anywidget.AnyWidget):
         if inspect.iscoroutinefunction(handler):
             reply.task = self.runtime.spawn(_run_async(reply, handler(data, buffers), timeout, key))
         else:
-            self.runtime.call(reply.arm, timeout, key)
+            self.runtime.deadlines.add(timeout, lambda: reply.expire(timeout, key))
             self.runtime.submit(_run_sync, reply, handler, data, buffers, timeout, key)
 
 
@@ -163,11 +163,6 @@ class _Reply:
 
     def _send_error(self, message: str) -> None:
         self.bridge.post({"op": "reply", "id": self.id, "status": "error", "data": {"message": message}})
-
-    def arm(self, timeout: float, key: tuple[str, str]) -> None:
-        # On the loop thread: a deadline for a handler that cannot be interrupted.
-        if not self.done:
-            asyncio.get_running_loop().call_later(timeout, self.expire, timeout, key)
 
     def expire(self, timeout: float, key: tuple[str, str]) -> None:
         self.error(f"The handler for {key[0]!r}/{key[1]!r} did not answer within {timeout:g} s.")

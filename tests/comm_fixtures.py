@@ -194,7 +194,7 @@ class Response:
     headers: list[list[str]]
     chunks: asyncio.Queue[Any]
 
-    async def iter(self) -> AsyncIterator[bytes]:
+    async def iter(self) -> AsyncIterator[bytes | memoryview]:
         while True:
             item = await self.chunks.get()
             if item is None:
@@ -281,8 +281,8 @@ class Bridge:
             if op == "head":
                 head.set_result(Response(msg["status"], msg["reason"], msg["headers"], chunks))
             elif op == "data":
-                for b in bufs:
-                    chunks.put_nowait(bytes(b))
+                for b in bufs:  # kept as the zmq frame's memoryview: a page reads, it need not copy
+                    chunks.put_nowait(b)
                     unacked[0] += len(b)
                 unacked[1] += 1
                 if msg["end"]:
