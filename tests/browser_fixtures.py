@@ -32,6 +32,8 @@ LAB_TOKEN = "browser-test-token-5f1c"
 NO_ROUTE_KERNEL = "python3-noroute"
 RUN_TIMEOUT_MS = 120_000
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+LIBRARY_PAGE = ROOT / "docs" / "recipes" / "library-authors.md"
+FILE_BLOCK = re.compile(r"^```python\n# (\S+\.py)\n(.*?)^```\n", re.S | re.M)
 
 
 @dataclass
@@ -117,13 +119,35 @@ def _write_config(home: Path) -> dict[str, str]:
     return {"JUPYTER_PATH": str(home / "data"), "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(home)}
 
 
+def install_doc_library(site: Path) -> None:
+    """Lay out the library of docs/recipes/library-authors.md as an installed distribution.
+
+    Its ``# path.py`` blocks become files and its entry-point table an
+    ``entry_points.txt``, so the server discovers the namespace exactly as the
+    page declares it.
+    """
+    text = LIBRARY_PAGE.read_text()
+    for path, source in FILE_BLOCK.findall(text):
+        (site / path).parent.mkdir(parents=True, exist_ok=True)
+        (site / path).write_text(source)
+    table = re.search(r'^```toml\n\[project\.entry-points\."(.+?)"\]\n(.*?)^```', text, re.S | re.M)
+    assert table, f"no entry-point table in {LIBRARY_PAGE.name}"
+    info = site / "mylib-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mylib\nVersion: 0.1\n")
+    entries = table[2].replace('"', "")
+    (info / "entry_points.txt").write_text(f"[{table[1]}]\n{entries}")
+
+
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """``jupyter lab`` on a free 127.0.0.1 port, ready when ``/api/status`` answers."""
     home = tmp_path_factory.mktemp("lab")
-    root = home / "root"
+    root, site = home / "root", home / "site"
     root.mkdir()
-    env = _write_config(home)
+    site.mkdir()
+    install_doc_library(site)
+    env = {**_write_config(home), "PYTHONPATH": f"{ROOT}{os.pathsep}{site}"}
     port = _free_port()
     cmd = [
         sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",

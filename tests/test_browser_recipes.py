@@ -19,27 +19,34 @@ from .conftest import ROOT
 pytestmark = pytest.mark.browser
 
 RECIPES = ROOT / "docs" / "recipes"
-PROXIED = re.compile(r"^http://127\.0\.0\.1:\d+/loopback/app/(\d+)/")
 
 
 def recipe_cells(name: str) -> list[tuple[str, str]]:
-    """The page as notebook cells: prose as markdown, each ```python block as code."""
+    """The page as notebook cells: prose as markdown, each ```python block as code.
+
+    A block that starts with a ``# path.py`` line is a library's file (laid
+    out by the fixture), shown as markdown.
+    """
     cells: list[tuple[str, str]] = []
     parts = re.split(r"^```python\n(.*?)^```\n", (RECIPES / f"{name}.md").read_text(), flags=re.S | re.M)
     for i, part in enumerate(parts):
-        if part.strip():
-            cells.append(("code" if i % 2 else "markdown", part.strip()))
+        if not part.strip():
+            continue
+        if i % 2 and not re.match(r"# \S+\.py\n", part):
+            cells.append(("code", part.strip()))
+        else:
+            cells.append(("markdown", f"```python\n{part}```" if i % 2 else part.strip()))
     assert any(kind == "code" for kind, _ in cells), f"{name}.md has no python block"
     return cells
 
 
-def run_recipe(lab: Lab, notebook: Any, name: str) -> tuple[Opened, Any]:
-    """Run the recipe's notebook; return it and its iframe, checked to come through the proxy."""
+def run_recipe(lab: Lab, notebook: Any, name: str, namespace: str = "app") -> tuple[Opened, str]:
+    """Run the recipe's notebook; return it and its app's port, checked to come through the proxy."""
     write_notebook(lab, f"recipes/{name}.ipynb", recipe_cells(name))
     opened: Opened = notebook(f"recipes/{name}.ipynb")
     frame = opened.frame()
     frame.wait_for_load_state()
-    match = PROXIED.match(frame.url)
+    match = re.match(rf"^http://127\.0\.0\.1:\d+/loopback/{namespace}/(\d+)/", frame.url)
     assert match, f"the iframe is not served through the Jupyter route: {frame.url}"
     return opened, match[1]
 
@@ -65,9 +72,7 @@ def test_bokeh(lab: Lab, notebook: Any) -> None:
 def test_dash(lab: Lab, notebook: Any) -> None:
     opened, port = run_recipe(lab, notebook, "dash")
     frame = opened.frame()
-    opened.screenshot("recipe-dash")
-    print("\n".join(opened.log))
-    with opened.page.expect_response(re.compile(r"/_dash-update-component$")) as callback:
+    with opened.page.expect_response(re.compile(r"/_dash-update-component(\?|$)")) as callback:
         frame.locator("#count").click()
     assert callback.value.status == 200, callback.value.text()
     assert f"/loopback/app/{port}/" in callback.value.url
@@ -93,3 +98,10 @@ def test_fastapi(lab: Lab, notebook: Any) -> None:
     frame.get_by_text("WebSocket echo: ping").wait_for()
     assert_websocket(opened, port)
     opened.screenshot("recipe-fastapi")
+
+
+def test_library_author(lab: Lab, notebook: Any) -> None:
+    opened, port = run_recipe(lab, notebook, "library-authors", namespace="mylib")
+    frame = opened.frame()
+    frame.get_by_text("mylib is reachable").wait_for()
+    opened.screenshot("recipe-library-author")
