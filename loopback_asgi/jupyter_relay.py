@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Any
 
 from jupyter_server.base.handlers import JupyterHandler
@@ -39,6 +40,8 @@ from .jupyter_sidecar import Sidecar, SidecarUnavailable
 __all__ = ["MAX_MESSAGE", "RelayMixin"]
 
 MAX_MESSAGE = 2**30
+DRAIN_LIMIT = 2**20
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 PARAMS = HTTP1ConnectionParameters(
     decompress=False, chunk_size=256 * 1024, max_header_size=256 * 1024, max_body_size=2**62
 )
@@ -104,6 +107,15 @@ class _ResponseWriter(httputil.HTTPMessageDelegate):
         self.keep_alive = False
 
 
+async def _read(conn: HTTP1Connection, writer: _ResponseWriter) -> bool:
+    """Read one response into ``writer``; ``False`` if the connection is not reusable after."""
+    try:
+        return await conn.read_response(writer)
+    except StreamClosedError:
+        writer.keep_alive = False
+        return False
+
+
 class RelayMixin(WebSocketHandler):
     """Put in front of a jupyter-server-proxy ``SuperviseAndProxyHandler`` subclass.
 
@@ -122,6 +134,8 @@ class RelayMixin(WebSocketHandler):
     _body = False
     _reused = False
     _write_failed = False
+    _refusal: web.HTTPError | None = None
+    _pending: tuple[int, str] | None = None
 
     async def ensure_process(self) -> None:
         """jupyter-server-proxy's hook: (re)start the sidecar, wait until it accepts connections."""
@@ -131,6 +145,8 @@ class RelayMixin(WebSocketHandler):
 
     def check_xsrf_cookie(self) -> None:
         """Replaces Jupyter's ``_xsrf`` check for this route: refuse cross-site unsafe requests only."""
+        if not hasattr(self, "_jupyter_current_user"):
+            return  # tornado's early call; Jupyter's prepare calls again once the user is known
         if self._cross_site():
             raise web.HTTPError(403, f"Cross-site {self.request.method} request refused.")
 
@@ -188,14 +204,26 @@ class RelayMixin(WebSocketHandler):
     # HTTP
 
     async def prepare(self) -> None:
-        prepared = super().prepare()  # jupyter-server-proxy: authentication; Jupyter: check_xsrf_cookie
-        if prepared is not None:
-            await prepared
+        # Jupyter's own prepare (host check, identity, our check_xsrf_cookie),
+        # but nothing may finish the response here: tornado closes the
+        # connection of a streaming-body request answered before its body was
+        # read, which breaks keep-alive and can reset away the answer itself.
+        # Refusals and the login redirect wait until the body is read.
+        upgrade = self.request.headers.get("Upgrade", "").lower() == "websocket"
+        try:
+            await JupyterHandler.prepare(self, _redirect_to_login=False)
+            if self.current_user is None:  # every request, whatever allow_unauthenticated_access says
+                raise web.HTTPError(403, "Not authenticated with Jupyter.")
+        except web.HTTPError as exc:
+            if upgrade or not self._small_body():
+                raise
+            self._refusal = exc
+            return
         if self._finished:
             return
         self._transforms = []
         self._record_activity()  # type: ignore[attr-defined]
-        if self.request.headers.get("Upgrade", "").lower() == "websocket":
+        if upgrade:
             return await self._open_websocket()
         stream = getattr(self.request.connection, "stream", None)
         if stream is not None:
@@ -212,7 +240,8 @@ class RelayMixin(WebSocketHandler):
         try:
             stream = await self.sidecar.connect(reuse=reuse)
         except SidecarUnavailable as exc:
-            return self._fail(502, str(exc))
+            self._pending = (502, str(exc))  # answered once the body is read
+            return
         self._reused = reuse
         self._conn = HTTP1Connection(stream, True, PARAMS)
         start = httputil.RequestStartLine(self.request.method or "GET", self._upstream_path(), "HTTP/1.1")
@@ -223,6 +252,11 @@ class RelayMixin(WebSocketHandler):
         if not self._body:
             self._conn.finish()
 
+    def _small_body(self) -> bool:
+        length = self.request.headers.get("Content-Length", "0")
+        chunked = "Transfer-Encoding" in self.request.headers
+        return not chunked and length.isdigit() and int(length) <= DRAIN_LIMIT
+
     async def data_received(self, chunk: bytes) -> None:
         if self._conn is None or self._write_failed:
             return  # the sidecar stopped reading (it answered early): drop the rest
@@ -232,20 +266,37 @@ class RelayMixin(WebSocketHandler):
             self._write_failed = True
 
     async def _relay(self) -> None:
+        if self._pending is not None:
+            return self._fail(*self._pending)
+        if self._refusal is not None:
+            if self.current_user is None and self.request.method in ("GET", "HEAD"):
+                return web.authenticated(lambda handler: None)(self)  # type: ignore[no-any-return]
+            raise self._refusal
         if self._finished or self._conn is None:
             return
         if self._body and not self._write_failed:
             self._conn.finish()
         writer = _ResponseWriter(self)
         conn = self._conn
-        open_after = await conn.read_response(writer)
-        if not writer.started and self._reused and not self._body:
-            # A pooled connection the sidecar had just closed: once more, fresh.
+        open_after = await _read(conn, writer)
+        deadline = time.monotonic() + self.sidecar.restart_wait
+        delay = 0.01
+        while not writer.started and not self._body and time.monotonic() < deadline:
+            # No answer and no body sent: a pooled connection the sidecar had
+            # just closed, or a sidecar that died. Retry on a fresh connection
+            # while nothing can have reached the upstream twice: idempotent
+            # methods, or a request that never left.
+            if not (self.request.method in IDEMPOTENT or self._write_failed):
+                break
+            if not self._reused:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.2)
+            self._write_failed = False
             await self._start_request(reuse=False)
-            if self._finished or self._conn is None:
-                return
+            if self._pending is not None or self._conn is None:
+                return self._fail(*(self._pending or (502, "The loopback sidecar is not reachable.")))
             conn, writer = self._conn, _ResponseWriter(self)
-            open_after = await conn.read_response(writer)
+            open_after = await _read(conn, writer)
         self._conn = None
         if not writer.started:
             return self._fail(502, "The loopback sidecar closed the connection before answering.")

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from simpervisor import SupervisedProcess  # type: ignore[import-untyped]
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, StreamClosedError
 
 __all__ = ["Sidecar", "SidecarUnavailable"]
 
@@ -88,10 +88,11 @@ class Sidecar:
         return pid
 
     async def ensure(self) -> None:
-        """Start the sidecar unless it is running; return once it accepts connections."""
+        """Start the sidecar unless it is running; return once it accepts connections.
+
+        Raises :class:`SidecarUnavailable` after ``restart_wait`` seconds.
+        """
         async with self._lock:
-            if self.proc is not None and self.proc.running:
-                return
             if self.proc is None:
                 kwargs: dict[str, Any] = {"env": {**os.environ, **self._env()}}
                 if sys.platform.startswith("linux"):
@@ -102,10 +103,11 @@ class Sidecar:
             # simpervisor installs SIGINT/SIGTERM handlers that sys.exit(0),
             # which would skip jupyter-server's own shutdown (kernels); put
             # the server's handlers back. The sidecar is stopped at exit.
-            saved = _signal_handlers()
-            await self.proc.start()
-            _restore_signal_handlers(saved)
-            self.launches += 1
+            if not self.proc.running:  # first start, or it exited (simpervisor restarts only on failure)
+                saved = _signal_handlers()
+                await self.proc.start()
+                _restore_signal_handlers(saved)
+                self.launches += 1
         await self._wait_connectable(time.monotonic() + self.restart_wait)
 
     async def _wait_connectable(self, deadline: float) -> None:
@@ -113,7 +115,7 @@ class Sidecar:
         while True:
             try:
                 stream = await self._open()
-            except OSError as exc:
+            except (OSError, StreamClosedError) as exc:
                 if time.monotonic() + delay > deadline:
                     raise SidecarUnavailable(f"The loopback sidecar did not start: {exc}.") from exc
                 await asyncio.sleep(delay)
@@ -144,7 +146,7 @@ class Sidecar:
         while True:
             try:
                 return await self._open()
-            except OSError as exc:
+            except (OSError, StreamClosedError) as exc:
                 # Dead or restarting: (re)start it and wait, bounded by the deadline.
                 if time.monotonic() > deadline:
                     raise SidecarUnavailable(f"The loopback sidecar is not reachable: {exc}.") from exc

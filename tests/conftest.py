@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.security_fixtures", "tests.comm_fixtures", "tests.browser_fixtures"]
+pytest_plugins = ["tests.security_fixtures", "tests.browser_fixtures", "tests.jupyter_fixtures", "tests.comm_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-0123456789"
