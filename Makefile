@@ -26,7 +26,7 @@ system-deps:
 	  { apt-get update -qq && apt-get install -y -qq chromium nodejs npm >/dev/null; }
 
 demo: setup
-	$(VENV)/bin/jupyter lab --ServerApp.open_browser=True examples/demo.ipynb
+	$(VENV)/bin/jupyter lab --allow-root --ServerApp.open_browser=True examples/demo.ipynb
 
 lint: setup node_modules/.installed
 	$(VENV)/bin/ruff check .

@@ -8,15 +8,18 @@ to the kernel (over its WebSocket, or a Dash callback's POST).
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
 from typing import Any
 
 import pytest
 
+from loopback_asgi import Namespace
+
 from .browser_fixtures import Lab, Opened, write_notebook
 from .conftest import ROOT
-
-pytestmark = pytest.mark.browser
 
 RECIPES = ROOT / "docs" / "recipes"
 
@@ -56,6 +59,7 @@ def assert_websocket(opened: Opened, port: str) -> None:
     assert through, f"no WebSocket through the proxy to port {port}: {opened.websockets}"
 
 
+@pytest.mark.browser
 def test_bokeh(lab: Lab, notebook: Any) -> None:
     opened, port = run_recipe(lab, notebook, "bokeh")
     frame = opened.frame()
@@ -69,6 +73,7 @@ def test_bokeh(lab: Lab, notebook: Any) -> None:
     opened.screenshot("recipe-bokeh")
 
 
+@pytest.mark.browser
 def test_dash(lab: Lab, notebook: Any) -> None:
     opened, port = run_recipe(lab, notebook, "dash")
     frame = opened.frame()
@@ -82,6 +87,7 @@ def test_dash(lab: Lab, notebook: Any) -> None:
     opened.screenshot("recipe-dash")
 
 
+@pytest.mark.browser
 def test_panel(lab: Lab, notebook: Any) -> None:
     opened, port = run_recipe(lab, notebook, "panel")
     frame = opened.frame()
@@ -91,17 +97,43 @@ def test_panel(lab: Lab, notebook: Any) -> None:
     opened.screenshot("recipe-panel")
 
 
+@pytest.mark.browser
 def test_fastapi(lab: Lab, notebook: Any) -> None:
     opened, port = run_recipe(lab, notebook, "fastapi")
     frame = opened.frame()
     frame.get_by_text("JSON: hello from the kernel").wait_for()
     frame.get_by_text("WebSocket echo: ping").wait_for()
+    # root_path: the links FastAPI makes itself point inside the prefix.
+    docs = frame.evaluate("async () => (await fetch('docs')).text()")
+    assert f"'/loopback/app/{port}/openapi.json'" in docs
     assert_websocket(opened, port)
     opened.screenshot("recipe-fastapi")
 
 
+@pytest.mark.browser
 def test_library_author(lab: Lab, notebook: Any) -> None:
     opened, port = run_recipe(lab, notebook, "library-authors", namespace="mylib")
     frame = opened.frame()
     frame.get_by_text("mylib is reachable").wait_for()
     opened.screenshot("recipe-library-author")
+
+
+def test_localtileserver_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The adoption page's code: its namespace loads, and its prefix follows the documented order."""
+    text = (RECIPES / "localtileserver.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```\n", text, flags=re.S | re.M)
+    declared: dict[str, Any] = {}
+    exec(blocks[0], declared)  # the ``_loopback.py`` module
+    assert 8000 in Namespace.from_value("localtileserver", declared["NAMESPACE"]).ports
+    page: dict[str, Any] = {}
+    exec(blocks[1], page)
+    client_prefix = page["client_prefix"]
+    for name in ("LOCALTILESERVER_CLIENT_PREFIX", "JUPYTER_LOOPBACK_ROUTE", "JUPYTER_LOOPBACK_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
+    assert client_prefix(8000) is None
+    route = {"prefix": "/user/alice/loopback", "namespaces": ["localtileserver"], "pid": os.getpid()}
+    monkeypatch.setenv("JUPYTER_LOOPBACK_ROUTE", json.dumps({**route, "host": socket.gethostname()}))
+    monkeypatch.setenv("JPY_PARENT_PID", str(os.getpid()))
+    assert client_prefix(8000) == "/user/alice/loopback/localtileserver/8000"
+    monkeypatch.setenv("LOCALTILESERVER_CLIENT_PREFIX", "proxy/{port}")
+    assert client_prefix(8000) == "proxy/8000"
