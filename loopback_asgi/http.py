@@ -23,11 +23,6 @@ __all__ = ["HTTPRelay"]
 
 log = logging.getLogger("loopback_asgi")
 
-# Responses with a known length up to this size are relayed without watching
-# for a client disconnect: they finish quickly anyway, and the watcher costs
-# a task on the hot path of small requests.
-SMALL_BODY = 256 * 1024
-
 
 async def _wait_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
@@ -135,19 +130,18 @@ class HTTPRelay:
                     "headers": response_headers(response.headers.raw, target),
                 }
             )
-            length = response.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) <= SMALL_BODY:
-                await self._pump(response, send)
-            else:
-                async with anyio.create_task_group() as tg:
+            # Watch for the client leaving whatever the declared length: an
+            # upstream can stall mid-body, small or not, and only the client's
+            # disconnect then releases the upstream connection.
+            async with anyio.create_task_group() as tg:
 
-                    async def watch() -> None:
-                        await _wait_disconnect(receive)
-                        tg.cancel_scope.cancel()
-
-                    tg.start_soon(watch)
-                    await self._pump(response, send)
+                async def watch() -> None:
+                    await _wait_disconnect(receive)
                     tg.cancel_scope.cancel()
+
+                tg.start_soon(watch)
+                await self._pump(response, send)
+                tg.cancel_scope.cancel()
         except httpx.HTTPError as exc:
             # Cut the client's stream: returning without the final body
             # message makes the server close the connection.
