@@ -127,7 +127,8 @@ class FaultUpstream:
 
     ``/ok`` 200 small body; ``/hold?n=N`` holds each request until N are held
     at once (or 30 s), then answers with the peak; ``/forever`` a chunked body
-    that never ends; ``/silent?length=L`` headers then no body at all;
+    that never ends (``?length=N``: a Content-Length it never reaches);
+    ``/silent?length=L`` headers then no body at all;
     ``/trickle-headers`` one header line every 0.1 s, never a blank line;
     ``/stall`` never answers; ``/die?after=N`` declares 4N bytes, sends N and
     resets the connection. Idle keep-alive connections close after 1 s.
@@ -163,8 +164,17 @@ class FaultUpstream:
         return self
 
     def stop(self) -> None:
+        """Close the listener and every open connection, then the loop."""
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def wait_ended(self, path: str, timeout: float) -> Ended | None:
         found = wait_until(lambda: next((e for e in self.ended if e.path == path), None), timeout)
@@ -181,9 +191,13 @@ class FaultUpstream:
             state["how"] = "bounded"
         except _PeerGone:
             state["how"] = "eof"
+        except asyncio.CancelledError:
+            state["how"] = "shutdown"
         finally:
             self.ended.append(Ended(str(state["path"]), str(state["how"]), time.monotonic(), int(state["sent"])))
             writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: dict[str, Any]) -> None:
         while True:
@@ -233,8 +247,13 @@ class FaultUpstream:
             await writer.drain()
             return True, len(body)
         if path == "/forever":
-            writer.write(head("transfer-encoding: chunked\r\n"))
-            chunk = b"%x\r\n" % 65536 + b"x" * 65536 + b"\r\n"
+            # Chunked, or with ``?length=N`` a Content-Length it never reaches.
+            if "length" in args:
+                writer.write(head(f"content-length: {args['length']}\r\n"))
+                chunk = b"x" * 65536
+            else:
+                writer.write(head("transfer-encoding: chunked\r\n"))
+                chunk = b"%x\r\n" % 65536 + b"x" * 65536 + b"\r\n"
             while True:
                 writer.write(chunk)
                 await writer.drain()

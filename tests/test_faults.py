@@ -1,0 +1,219 @@
+"""Faults through a live standalone sidecar: each ends in a clear status or a cut stream, never a hang.
+
+The upstream is :class:`~tests.security_fixtures.FaultUpstream`, which records
+when each of its connections ends, so "the upstream connection is closed
+promptly" is observed where it matters: at the upstream. After every fault
+the next request must work.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from .conftest import TOKEN, Proc, start, start_sidecar, start_upstream
+from .security_fixtures import FaultUpstream, figure, open_fds, wait_until
+
+AUTH = {"Authorization": f"token {TOKEN}"}
+PROMPT = 3.0  # seconds within which a dropped leg must be noticed and closed
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(headers=AUTH, timeout=30, trust_env=False) as c:
+        yield c
+
+
+@pytest.fixture
+def quick(sidecars: Callable[..., Proc]) -> Proc:
+    """A sidecar with a 1 s header timeout and a 2 s connect timeout (policy env)."""
+    return sidecars(env={"JUPYTER_LOOPBACK_HEADER_TIMEOUT": "1", "JUPYTER_LOOPBACK_CONNECT_TIMEOUT": "2"})
+
+
+def next_request_works(client: httpx.Client, base: str, up: FaultUpstream) -> None:
+    r = client.get(f"{base}/app/{up.port}/ok")
+    assert (r.status_code, r.content) == (200, b"ok")
+    assert client.get(f"{base}/_loopback/health").json()["status"] == "ok"
+
+
+def test_upstream_dies_mid_response_cuts_the_stream(
+    client: httpx.Client, quick: Proc, fault_upstream: FaultUpstream
+) -> None:
+    """Upstream resets after 64 KiB of a declared 256 KiB, 20 times: each client sees the stream cut."""
+    base, rounds = quick.match[1], 20
+    for after in (65536, 1, 300_000) * 7:
+        started = time.monotonic()
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            with client.stream("GET", f"{base}/app/{fault_upstream.port}/die?after={after}") as r:
+                assert r.status_code == 200
+                for _ in r.iter_raw():
+                    pass
+        assert time.monotonic() - started < PROMPT
+        next_request_works(client, base, fault_upstream)
+    assert quick.popen.poll() is None
+    figure("test_faults::dies_mid_response", "faults survived", rounds + 1)
+
+
+@pytest.mark.parametrize("fault", ["stall", "trickle-headers"])
+def test_header_timeout_is_504_and_the_upstream_is_let_go(
+    client: httpx.Client, quick: Proc, fault_upstream: FaultUpstream, fault: str
+) -> None:
+    """An upstream that never answers, or trickles headers forever (slowloris): 504 after
+    ``JUPYTER_LOOPBACK_HEADER_TIMEOUT`` (1 s here), and the sidecar closes its upstream connection."""
+    base = quick.match[1]
+    started = time.monotonic()
+    r = client.get(f"{base}/app/{fault_upstream.port}/{fault}", headers={"Accept": "application/json"})
+    took = time.monotonic() - started
+    assert r.status_code == 504 and r.json()["status"] == 504
+    assert 0.9 < took < 1 + PROMPT
+    ended = fault_upstream.wait_ended(f"/{fault}", PROMPT)
+    assert ended is not None and ended.how in ("eof", "reset")
+    next_request_works(client, base, fault_upstream)
+    figure(f"test_faults::{fault}", "504 after (s)", round(took, 2))
+
+
+@pytest.mark.parametrize("length", [None, 10**12])
+def test_client_disconnect_mid_download_closes_the_upstream(
+    client: httpx.Client, quick: Proc, fault_upstream: FaultUpstream, length: int | None
+) -> None:
+    """A client leaving an endless download (chunked, or a huge Content-Length) makes the
+    sidecar close the upstream connection promptly."""
+    base = quick.match[1]
+    query = f"?length={length}" if length else ""
+    with client.stream("GET", f"{base}/app/{fault_upstream.port}/forever{query}") as r:
+        got = 0
+        for chunk in r.iter_raw():
+            got += len(chunk)
+            if got > 4 << 20:
+                break
+        left_at = time.monotonic()
+    ended = fault_upstream.wait_ended("/forever", PROMPT + 5)
+    assert ended is not None and ended.how in ("eof", "reset"), fault_upstream.ended
+    delay = ended.at - left_at
+    assert delay < PROMPT
+    next_request_works(client, base, fault_upstream)
+    figure("test_faults::client_disconnect", f"upstream closed after (ms), length={length}", round(delay * 1000))
+
+
+def test_client_leaving_a_stalled_small_body_closes_the_upstream(quick: Proc, fault_upstream: FaultUpstream) -> None:
+    """Headers with ``Content-Length: 1000``, then silence: the client gives up; the upstream is let go.
+
+    Regression: the relay used to skip its disconnect watcher for bodies up to
+    256 KiB, so this upstream connection (and its task) was held forever.
+    """
+    base = quick.match[1]
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        target = f"/app/{fault_upstream.port}/silent?length=1000"
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: token {TOKEN}\r\n\r\n".encode())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        left_at = time.monotonic()
+    ended = fault_upstream.wait_ended("/silent", PROMPT + 5)
+    assert ended is not None, "the sidecar kept the stalled upstream connection after its client left"
+    assert ended.at - left_at < PROMPT
+    figure("test_faults::stalled_small_body", "upstream closed after (ms)", round((ended.at - left_at) * 1000))
+
+
+def test_sidecar_sigkilled_mid_download_then_restarted(fault_upstream: FaultUpstream) -> None:
+    """SIGKILL during a download: the client's stream is cut, the upstream sees its connection
+    close, and a sidecar started again on the same port serves the next request."""
+    proc = start_sidecar()
+    base = proc.match[1]
+    try:
+        with httpx.Client(headers=AUTH, timeout=10, trust_env=False) as client:
+            started = time.monotonic()
+            with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+                with client.stream("GET", f"{base}/app/{fault_upstream.port}/forever") as r:
+                    for i, _ in enumerate(r.iter_raw()):
+                        if i == 10:
+                            os.kill(proc.pid, signal.SIGKILL)
+            assert time.monotonic() - started < PROMPT + 5
+            ended = fault_upstream.wait_ended("/forever", PROMPT)
+            assert ended is not None and ended.how in ("eof", "reset")
+            proc.stop()  # reaps the killed process
+            # Started again on the same port, as a supervisor would.
+            port = base.rsplit(":", 1)[1]
+            cmd = [sys.executable, "-m", "loopback_asgi.cli", "serve", "--port", port, "--token", TOKEN]
+            proc = start(cmd, r"on (http://[^/]+)/")
+            next_request_works(client, base, fault_upstream)
+    finally:
+        proc.stop()
+    figure("test_faults::sigkill", "faults survived", 1)
+
+
+def test_upstream_killed_during_websocket_and_sse() -> None:
+    """The upstream process is SIGKILLed with a WebSocket and an SSE stream open through the
+    sidecar: the WebSocket closes (1011), the SSE stream is cut, and a new upstream works."""
+    sidecar = start_sidecar()
+    upstream = start_upstream()
+    base, port = sidecar.match[1], upstream.match[1]
+    try:
+        ws_url = f"ws{base.removeprefix('http')}/app/{port}/ws"
+        with (
+            connect(ws_url, additional_headers=AUTH, proxy=None) as ws,
+            httpx.Client(headers=AUTH, timeout=10, trust_env=False) as client,
+        ):
+            ws.send("hi")
+            assert ws.recv(timeout=10) == "hi"
+            with client.stream("GET", f"{base}/app/{port}/sse?n=1000&interval=0.05") as r:
+                lines = r.iter_lines()
+                assert next(lines).startswith("data: 0")
+                started = time.monotonic()
+                os.kill(upstream.pid, signal.SIGKILL)
+                with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+                    for _ in lines:
+                        pass
+            cut_after = time.monotonic() - started
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=PROMPT)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1011
+            upstream.popen.wait(10)
+            again = start_upstream()
+            try:
+                assert client.get(f"{base}/app/{again.match[1]}/json").json() == {"hello": "world"}
+            finally:
+                again.stop()
+        assert cut_after < PROMPT
+        figure("test_faults::upstream_killed", "SSE cut after (ms)", round(cut_after * 1000))
+    finally:
+        upstream.stop()
+        sidecar.stop()
+
+
+@pytest.mark.slow
+def test_slowloris_clients_do_not_starve_others(quick: Proc, fault_upstream: FaultUpstream) -> None:
+    """200 clients trickle their request headers to the sidecar; meanwhile requests still
+    answer promptly, and once the trickle stops the sidecar's fds return to baseline."""
+    base = quick.match[1]
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    with httpx.Client(headers=AUTH, timeout=10, trust_env=False) as client:
+        next_request_works(client, base, fault_upstream)
+        baseline = open_fds(quick.pid)
+        socks = [socket.create_connection((host, int(port)), timeout=10) for _ in range(200)]
+        try:
+            for s in socks:
+                s.sendall(b"GET /app/1/ HTTP/1.1\r\nHost: x\r\n")
+            slowest = 0.0
+            for i in range(10):
+                for s in socks:
+                    s.sendall(f"X-Trickle-{i}: {i}\r\n".encode())
+                started = time.monotonic()
+                next_request_works(client, base, fault_upstream)
+                slowest = max(slowest, time.monotonic() - started)
+            assert slowest < PROMPT
+            held = open_fds(quick.pid) - baseline
+        finally:
+            for s in socks:
+                s.close()
+        settled = wait_until(lambda: open_fds(quick.pid) <= baseline + 2, 10)
+        assert settled, (baseline, open_fds(quick.pid))
+    figure("test_faults::slowloris_clients", "held / slowest other request (s)", f"{held} / {slowest:.3f}")
