@@ -211,7 +211,7 @@ class RelayMixin(WebSocketHandler):
         # Refusals and the login redirect wait until the body is read.
         upgrade = self.request.headers.get("Upgrade", "").lower() == "websocket"
         try:
-            await JupyterHandler.prepare(self, _redirect_to_login=False)
+            await JupyterHandler.prepare(self, _redirect_to_login=False)  # type: ignore[arg-type]
             if self.current_user is None:  # every request, whatever allow_unauthenticated_access says
                 raise web.HTTPError(403, "Not authenticated with Jupyter.")
         except web.HTTPError as exc:
@@ -270,7 +270,8 @@ class RelayMixin(WebSocketHandler):
             return self._fail(*self._pending)
         if self._refusal is not None:
             if self.current_user is None and self.request.method in ("GET", "HEAD"):
-                return web.authenticated(lambda handler: None)(self)  # type: ignore[no-any-return]
+                web.authenticated(lambda handler: None)(self)  # redirects to login
+                return
             raise self._refusal
         if self._finished or self._conn is None:
             return
