@@ -14,7 +14,6 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -22,7 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from loopback_asgi.target import TargetError
 
-from .flow import Session, drain
+from .flow import LINGER, Session
 from .protocol import CHUNK, CREDIT_BYTES, FRAME_COST
 
 if TYPE_CHECKING:
@@ -86,28 +85,42 @@ async def serve_websocket(streams: Streams, session: Session, port: int, path: s
     streams.send({"op": "ws_closed", "id": id, "code": code, "reason": reason}, ())
 
 
-async def _frames(upstream: ClientConnection) -> AsyncIterator[Frame]:
-    try:
-        async for message in upstream:
-            data = message.encode() if isinstance(message, str) else message
-            text = int(isinstance(message, str))
-            view = memoryview(data)
-            for offset in range(0, max(len(data), 1), CHUNK):
-                yield text, int(offset + CHUNK >= len(data)), view[offset : offset + CHUNK]
-    except ConnectionClosed:
-        return
+def _split(message: str | bytes) -> list[Frame]:
+    data = message.encode() if isinstance(message, str) else message
+    text = int(isinstance(message, str))
+    view = memoryview(data)
+    return [(text, int(at + CHUNK >= len(data)), view[at : at + CHUNK]) for at in range(0, max(len(data), 1), CHUNK)]
 
 
 async def _to_page(streams: Streams, session: Session, upstream: ClientConnection) -> None:
-    async def flush(batch: list[Frame], last: bool) -> None:
-        if batch:
-            await session.window.reserve(sum(len(p) + FRAME_COST for _, _, p in batch))
-            frames = [[text, final] for text, final, _ in batch]
-            streams.send({"op": "ws_data", "id": session.id, "frames": frames}, [p for _, _, p in batch])
+    """Relay upstream messages as they come; while the page is behind, batch up to CHUNK for LINGER.
 
-    await drain(
-        _frames(upstream), lambda f: len(f[2]) + FRAME_COST, flush, CHUNK, lambda: session.window.bytes >= CHUNK
-    )
+    Messages are read here directly (no read-ahead task), so an echo costs no
+    extra hop; cancelling ``recv`` to end a batch loses nothing.
+    """
+    loop = asyncio.get_running_loop()
+    closed = False
+    while not closed:
+        try:
+            batch = _split(await upstream.recv())
+        except ConnectionClosed:
+            return
+        size = sum(len(p) + FRAME_COST for _, _, p in batch)
+        if session.window.bytes >= CHUNK:
+            deadline = loop.time() + LINGER
+            while size < CHUNK and (left := deadline - loop.time()) > 0:
+                try:
+                    more = _split(await asyncio.wait_for(upstream.recv(), left))
+                except asyncio.TimeoutError:
+                    break
+                except ConnectionClosed:
+                    closed = True
+                    break
+                batch += more
+                size += sum(len(p) + FRAME_COST for _, _, p in more)
+        await session.window.reserve(size)
+        frames = [[text, final] for text, final, _ in batch]
+        streams.send({"op": "ws_data", "id": session.id, "frames": frames}, [p for _, _, p in batch])
 
 
 async def _to_upstream(streams: Streams, session: Session, upstream: ClientConnection) -> None:

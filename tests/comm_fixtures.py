@@ -32,6 +32,7 @@ from jupyter_client.manager import AsyncKernelManager
 from comm_bridge.protocol import ACK_BYTES, ACK_MESSAGES, CHUNK, FRAME_COST, WINDOW
 
 ROOT = Path(__file__).resolve().parent.parent
+BATCH_FRAMES = 64  # as bridge.js
 Custom = Callable[[dict[str, Any], list[memoryview]], None]
 
 UPSTREAM = """
@@ -357,6 +358,8 @@ class WebSocket:
         self.credit = _Credit()
         self._partial: list[bytes] = []
         self._unacked = [0, 0]
+        self._outbox: list[tuple[list[int], memoryview]] = []
+        self._flushing = False
         bridge.pending[self.id] = self._handle
         bridge.send({"op": "ws_open", "id": self.id, "port": port, "path": path, "protocols": list(protocols)})
 
@@ -387,18 +390,32 @@ class WebSocket:
             self.messages.put_nowait(None)
 
     async def send(self, data: str | bytes) -> None:
+        """Queue one message; messages sent in the same turn of the loop share comm messages, as in bridge.js."""
         raw = data.encode() if isinstance(data, str) else data
         view = memoryview(raw)
         for at in range(0, max(len(raw), 1), CHUNK):
             piece = view[at : at + CHUNK]
             await self.credit.take(len(piece) + FRAME_COST)
-            frames = [[int(isinstance(data, str)), int(at + CHUNK >= len(raw))]]
-            self.bridge.send({"op": "ws_send", "id": self.id, "frames": frames}, [piece])
+            self._outbox.append(([int(isinstance(data, str)), int(at + CHUNK >= len(raw))], piece))
+            if not self._flushing:
+                self._flushing = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        while self._outbox:
+            batch = self._outbox[:BATCH_FRAMES]
+            while sum(len(p) for _, p in batch) > CHUNK and len(batch) > 1:
+                batch.pop()
+            del self._outbox[: len(batch)]
+            frames = [f for f, _ in batch]
+            self.bridge.send({"op": "ws_send", "id": self.id, "frames": frames}, [p for _, p in batch])
 
     async def recv(self, timeout: float = 30) -> str | bytes | None:
         return await asyncio.wait_for(self.messages.get(), timeout)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
+        self._flush()
         self.bridge.send({"op": "ws_close", "id": self.id, "code": code, "reason": reason})
 
 
