@@ -200,9 +200,10 @@ class FaultUpstream:
                 await writer.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: dict[str, Any]) -> None:
+        idle = 30.0  # the first request may be slow to come under load; later ones close after 1 s idle
         while True:
             try:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 1.0)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), idle)
             except (TimeoutError, asyncio.IncompleteReadError):
                 state["how"] = "eof" if reader.at_eof() else "idle"
                 return
@@ -212,6 +213,7 @@ class FaultUpstream:
             args = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
             keep, sent = await self._answer(path, args, reader, writer, state)
             state["sent"] += sent
+            idle = 1.0
             if not keep:
                 return
 
