@@ -32,6 +32,7 @@ lint: setup node_modules/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	npm run --silent typecheck
 
 test: system-deps setup node_modules/.installed lint
 	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)

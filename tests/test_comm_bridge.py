@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.comm_fixtures import Bridge, BridgeError, Kernel, KernelError
+from tests.comm_fixtures import ROOT, Bridge, BridgeError, Kernel, KernelError
 from tests.upstream import PATTERN
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -207,3 +207,13 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def test_es_module_under_node() -> None:
+    """tests/js/*.test.mjs: the ES module against a fake model, with node's own test runner."""
+    node = await asyncio.create_subprocess_exec(
+        "node", "--test", "tests/js/", cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(node.communicate(), 120)
+    assert node.returncode == 0, out.decode()[-4000:]
+    assert b"# fail 0" in out
