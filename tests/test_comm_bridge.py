@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import signal
 import time
 
 import pytest
 
-from tests.comm_fixtures import ROOT, Bridge, BridgeError, Kernel, KernelError
+from tests.comm_fixtures import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LAB_CELL,
+    ROOT,
+    RUN_CELLS,
+    Bridge,
+    BridgeError,
+    Kernel,
+    KernelError,
+    Lab,
+)
 from tests.upstream import PATTERN
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -217,3 +230,93 @@ async def test_es_module_under_node() -> None:
     out, _ = await asyncio.wait_for(node.communicate(), 120)
     assert node.returncode == 0, out.decode()[-4000:]
     assert b"# fail 0" in out
+
+
+# What the page does once the bridge is up; everything it learns comes back as JSON.
+PAGE = """async (port) => {
+  const api = window.__jupyter_loopback__;
+  const out = {};
+  const echo = await api.request("test", "echo", {z: 8}, [new Uint8Array([1, 2, 3])]);
+  out.echo = {status: echo.status, data: echo.data, buffers: echo.buffers.map((b) => [...b])};
+  out.missing = await api.request("test", "missing");
+
+  const json = await api.fetch(port, "/json");
+  out.json = {status: json.status, type: json.headers.get("content-type"), body: await json.json()};
+
+  const size = 20000000;
+  const big = new Uint8Array(await (await api.fetch(port, `/bytes?n=${size}`)).arrayBuffer());
+  out.big = {size: big.byteLength, pattern: big.every((b, i) => i % 4099 !== 0 || b === i % 256)};
+
+  const started = performance.now();
+  const reader = (await api.fetch(port, "/sse?n=3&interval=0.5")).body.getReader();
+  const first = new TextDecoder().decode((await reader.read()).value);
+  const firstAt = performance.now() - started;
+  while (!(await reader.read()).done);
+  out.sse = {first, firstAt, total: performance.now() - started};
+
+  const upload = new Uint8Array(3000001).map((_, i) => (i * 7) % 256);
+  const digest = [...new Uint8Array(await crypto.subtle.digest("SHA-256", upload))];
+  const answer = await (await api.fetch(port, "/upload", {method: "POST", body: upload})).json();
+  out.upload = {answer, sha256: digest.map((b) => b.toString(16).padStart(2, "0")).join("")};
+
+  out.refused = (await api.fetch(1, "/")).status;
+
+  const ws = api.openWebSocket(port, "/ws?choose=b", ["a", "b"]);
+  ws.binaryType = "arraybuffer";
+  const messages = [];
+  const closed = new Promise((resolve) =>
+    ws.addEventListener("close", (e) => resolve({code: e.code, reason: e.reason})));
+  const next = () => new Promise((resolve) =>
+    ws.addEventListener("message", (e) => resolve(e.data), {once: true}));
+  await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+  out.protocol = ws.protocol;
+  let got = next(); ws.send("hello"); out.text = await got;
+  const blob = new Uint8Array(3 * 1048576 + 5).map((_, i) => i % 251);
+  got = next(); ws.send(blob);
+  const back = new Uint8Array(await got);
+  out.binary = back.length === blob.length && back.every((b, i) => b === blob[i]);
+  ws.onmessage = (e) => messages.push(e.data);
+  for (let i = 0; i < 500; i++) ws.send(String(i));
+  while (messages.length < 500) await next();
+  out.ordered = messages.every((m, i) => m === String(i));
+  ws.send("close:4321:bye");
+  out.closed = await closed;
+  return out;
+}"""
+
+
+@pytest.mark.browser
+async def test_bridge_in_jupyterlab(comm_lab: Lab) -> None:
+    """A notebook cell enables the bridge and starts a server; the page uses request, fetch and openWebSocket."""
+    from playwright.async_api import async_playwright
+
+    url = comm_lab.notebook("bridge.ipynb", LAB_CELL)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            page.set_default_timeout(60_000)
+            await page.goto(url)
+            await page.wait_for_function(
+                "() => window.jupyterapp?.shell.currentWidget?.context?.path === 'bridge.ipynb'"
+            )
+            printed = await page.evaluate(RUN_CELLS, 120_000)
+            _, port, pid = printed.split()
+            try:
+                await page.wait_for_function("() => window.__jupyter_loopback__?.registry.models.length > 0")
+                out = await page.evaluate(PAGE, int(port))
+            finally:
+                os.kill(int(pid), signal.SIGTERM)
+        finally:
+            await browser.close()
+    assert out["echo"] == {"status": "ok", "data": {"echo": {"z": 8}}, "buffers": [[3, 2, 1]]}
+    assert out["missing"]["status"] == "error" and "'test'/'missing'" in out["missing"]["data"]["message"]
+    assert out["json"] == {"status": 200, "type": "application/json", "body": {"hello": "world"}}
+    assert out["big"] == {"size": 20_000_000, "pattern": True}
+    assert out["sse"]["first"] == "data: 0\n\n" and out["sse"]["firstAt"] < 500 < out["sse"]["total"]
+    upload = bytes((i * 7) % 256 for i in range(3_000_001))
+    assert out["upload"]["answer"] == {"size": len(upload), "sha256": hashlib.sha256(upload).hexdigest()}
+    assert out["upload"]["sha256"] == hashlib.sha256(upload).hexdigest()
+    assert out["refused"] == 403
+    assert (out["protocol"], out["text"], out["binary"], out["ordered"]) == ("b", "hello", True, True)
+    assert out["closed"] == {"code": 4321, "reason": "bye"}
