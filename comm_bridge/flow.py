@@ -20,7 +20,7 @@ __all__ = ["Session", "Window", "drain"]
 T = TypeVar("T")
 
 # Items read ahead of the page; with CHUNK-sized batches this bounds memory.
-READ_AHEAD = 64
+READ_AHEAD = 16
 # How long a batch may wait to fill while the page is behind: each message
 # costs the same on every hop whatever its size, so bulk data goes in big ones.
 LINGER = 0.005

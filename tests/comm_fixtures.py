@@ -268,8 +268,9 @@ class Bridge:
         headers: Sequence[tuple[str, str]] = (),
         body: bytes | None = None,
         timeout: float = 60,
+        ack: bool = True,
     ) -> Response:
-        """One HTTP exchange; the body is acknowledged as it arrives (this reader never stalls)."""
+        """One HTTP exchange; the body is acknowledged as it arrives unless ``ack`` is false (a stalled reader)."""
         id = self._id()
         loop = asyncio.get_running_loop()
         head: asyncio.Future[Response] = loop.create_future()
@@ -289,7 +290,7 @@ class Bridge:
                 if msg["end"]:
                     chunks.put_nowait(None)
                     self.pending.pop(id, None)
-                elif unacked[0] >= ACK_BYTES or unacked[1] >= ACK_MESSAGES:
+                elif ack and (unacked[0] >= ACK_BYTES or unacked[1] >= ACK_MESSAGES):
                     self.send({"op": "ack", "id": id, "bytes": unacked[0], "messages": unacked[1]})
                     unacked[:] = [0, 0]
             elif op == "credit":

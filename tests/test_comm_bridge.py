@@ -320,3 +320,82 @@ async def test_bridge_in_jupyterlab(comm_lab: Lab) -> None:
     assert out["refused"] == 403
     assert (out["protocol"], out["text"], out["binary"], out["ordered"]) == ("b", "hello", True, True)
     assert out["closed"] == {"code": 4321, "reason": "bye"}
+
+
+async def test_a_stalled_reader_stops_the_kernel_after_a_window(bridge: Bridge, kernel_upstream: int) -> None:
+    from comm_bridge.protocol import WINDOW
+
+    response = await bridge.fetch(kernel_upstream, f"/bytes?n={50 * MB}", ack=False)
+    received = 0
+    while True:  # bounded: the kernel must stop sending within a window
+        try:
+            chunk = await asyncio.wait_for(response.chunks.get(), 1.0)
+        except asyncio.TimeoutError:
+            break
+        received += len(chunk)
+        assert received <= WINDOW + (1 << 20), "the kernel ignored the page's credit"
+    assert WINDOW // 2 <= received
+    bridge.send({"op": "cancel", "id": bridge.next})
+
+
+@pytest.mark.slow
+async def test_200mb_fetch_in_bounded_kernel_memory(
+    bridge_kernel: Kernel, bridge: Bridge, kernel_upstream: int
+) -> None:
+    from tests.conftest import peak_rss, rss_peak_rise
+
+    pid = bridge_kernel.km.provisioner.process.pid  # type: ignore[attr-defined]
+    before, _ = rss_peak_rise(pid)
+    response = await bridge.fetch(kernel_upstream, f"/bytes?n={200 * MB}")
+    size = 0
+    async for chunk in response.iter():
+        size += len(chunk)
+    assert size == 200 * MB
+    rise = peak_rss(pid) - before
+    assert rise < 64 * MB, f"the kernel's memory rose by {rise / MB:.0f} MB"
+
+
+async def test_malformed_messages_get_a_status_and_a_sentence(bridge: Bridge) -> None:
+    replies: list[dict[str, object]] = []
+    bridge.pending[4242] = lambda msg, bufs: replies.append(msg)
+    bridge.send({"op": "fetch", "id": 4242})
+    bridge.send({"op": "teleport", "id": 4242})
+    bridge.send({"op": "ws_send", "id": 4242, "frames": [[1, 1]]})  # a frame without its buffer
+    status, _, _ = await bridge.request("test", "echo", "still fine")
+    assert status == "ok"
+    del bridge.pending[4242]
+    assert [r["status"] for r in replies] == [400, 400, 400]
+    assert all(str(r["message"]).startswith("Bad message: ") for r in replies)
+
+
+async def test_header_timeout_answers_504(bridge_kernel: Kernel, bridge: Bridge, kernel_upstream: int) -> None:
+    await bridge_kernel.execute(
+        "import dataclasses\n"
+        "_ns = BRIDGE.streams.namespace\n"
+        "BRIDGE.streams.namespace = dataclasses.replace(_ns, header_timeout=0.3)"
+    )
+    try:
+        with pytest.raises(BridgeError) as timed_out:
+            await bridge.fetch(kernel_upstream, "/slow?delay=3")
+        assert timed_out.value.status == 504
+    finally:
+        await bridge_kernel.execute("BRIDGE.streams.namespace = _ns")
+
+
+async def test_port_policy_follows_the_administrator(monkeypatch: pytest.MonkeyPatch) -> None:
+    from comm_bridge.fetch import loopback_namespace
+
+    assert str(loopback_namespace().ports) == "1024-65535"  # type: ignore[union-attr]
+    assert str(loopback_namespace("8000-9000").ports) == "8000-9000"  # type: ignore[union-attr]
+    monkeypatch.setenv("JUPYTER_LOOPBACK_ALLOWED_PORTS", "8500-10000")
+    assert str(loopback_namespace("8000-9000").ports) == "8500-9000"  # type: ignore[union-attr]
+    monkeypatch.setenv("JUPYTER_LOOPBACK_DISABLED_NAMESPACES", "app")
+    assert loopback_namespace() is None
+
+
+async def test_public_names() -> None:
+    import comm_bridge
+
+    assert sorted(comm_bridge.__all__) == ["CommBridge", "Handler", "enable_comm_bridge", "off_request", "on_request"]
+    with pytest.raises(ValueError):
+        comm_bridge.on_request("", "kind")
