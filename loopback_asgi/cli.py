@@ -59,14 +59,17 @@ def serve(args: argparse.Namespace) -> int:
     token = args.token
     if args.unix_socket is None and not token:
         token = os.environ.get("JUPYTER_LOOPBACK_TOKEN") or secrets.token_urlsafe(24)
+    # The Jupyter adapter hands over the namespaces it already discovered:
+    # entry-point discovery scans every installed distribution (~0.5 s).
+    given = os.environ.get("JUPYTER_LOOPBACK_NAMESPACES")
     try:
-        # Namespaces a server extension registered (setup_proxy_handler), from the Jupyter adapter.
-        extra = json.loads(os.environ.get("JUPYTER_LOOPBACK_EXTRA_NAMESPACES") or "{}")
+        namespaces = json.loads(given) if given else None
     except ValueError as exc:
-        raise SystemExit(f"jupyter-loopback serve: JUPYTER_LOOPBACK_EXTRA_NAMESPACES is not JSON: {exc}") from exc
+        raise SystemExit(f"jupyter-loopback serve: JUPYTER_LOOPBACK_NAMESPACES is not JSON: {exc}") from exc
     sock = bind_socket(host=args.host, port=args.port, unix_socket=args.unix_socket)
     app = create_app(
-        extra,
+        namespaces,
+        discover=namespaces is None,
         token=token if args.unix_socket is None else (args.token or None),
         public_root=args.public_root,
         trust_forwarded=args.trust_forwarded,

@@ -24,7 +24,7 @@ import os
 import re
 import socket
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from jupyter_server_proxy.config import ServerProcess
@@ -37,9 +37,9 @@ from .jupyter_sidecar import Sidecar
 from .kernel import ROUTE_ENV
 from .namespaces import NAME_PATTERN, Namespace, Policy, PortPolicy, load_namespaces
 
-__all__ = ["EXTRA_ENV", "Loopback", "install", "setup_proxy_handler"]
+__all__ = ["NAMESPACES_ENV", "Loopback", "install", "setup_proxy_handler"]
 
-EXTRA_ENV = "JUPYTER_LOOPBACK_EXTRA_NAMESPACES"
+NAMESPACES_ENV = "JUPYTER_LOOPBACK_NAMESPACES"
 SETTINGS_KEY = "jupyter_loopback"
 
 
@@ -82,18 +82,27 @@ class _State:
     handler: type[web.RequestHandler]
     kwargs: dict[str, Any]
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    namespaces: dict[str, Namespace] = field(default_factory=dict)
     served: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
 
     def sidecar_env(self) -> dict[str, str]:
-        return {**self.policy.to_env(), EXTRA_ENV: json.dumps(self.extra)}
+        """The policy, and the namespaces already discovered here (the sidecar skips discovery)."""
+        given = {name: _namespace_fields(ns) for name, ns in self.namespaces.items()}
+        return {**self.policy.to_env(), NAMESPACES_ENV: json.dumps(given)}
 
     def announce(self) -> None:
         """Compute the served namespaces and tell future kernels where the route is."""
-        namespaces, self.failures = load_namespaces(self.extra, self.policy)
-        self.served = sorted(namespaces)
+        self.namespaces, self.failures = load_namespaces(self.extra, self.policy)
+        self.served = sorted(self.namespaces)
         route = {"prefix": self.prefix, "namespaces": self.served, "pid": os.getpid(), "host": socket.gethostname()}
         os.environ[ROUTE_ENV] = json.dumps(route)
+
+
+def _namespace_fields(ns: Namespace) -> dict[str, Any]:
+    out = {f.name: getattr(ns, f.name) for f in fields(ns) if f.name != "name"}
+    out["ports"] = str(ns.ports)
+    return out
 
 
 def install(web_app: web.Application, serverapp: Any = None) -> _State:
