@@ -161,7 +161,7 @@ class Kernel:
 
     async def execute(self, code: str, timeout: float = 90) -> str:
         """Run ``code``; return its stdout. Raises ``AssertionError`` with the traceback on error."""
-        url = f"{self.server.ws_url}api/kernels/{self.id}/channels?token={self.server.token}"
+        url = f"{self.server.ws_url}api/kernels/{self.id}/channels"
         msg_id, session = uuid.uuid4().hex, uuid.uuid4().hex
         request = {
             "header": {"msg_id": msg_id, "username": "test", "session": session, "msg_type": "execute_request",
@@ -174,7 +174,9 @@ class Kernel:
         deadline = time.monotonic() + timeout
         reply: dict[str, Any] | None = None
         idle = False
-        async with connect(url, max_size=None, proxy=None, open_timeout=timeout) as ws:
+        async with connect(
+            url, max_size=None, proxy=None, open_timeout=timeout, additional_headers=self.server.auth
+        ) as ws:
             await ws.send(json.dumps(request))
             while not (reply is not None and idle):
                 left = deadline - time.monotonic()
