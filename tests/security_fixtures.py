@@ -55,6 +55,24 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
         time.sleep(interval)
 
 
+def accepting(port: int, timeout: float = 30) -> None:
+    """Wait (bounded) until 127.0.0.1:``port`` accepts connections.
+
+    ``jupyter server --port=0`` logs its URL before its io_loop binds the port,
+    so the readiness line alone can precede a refused connection.
+    """
+
+    def ok() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    if not wait_until(ok, timeout, interval=0.05):
+        raise RuntimeError(f"nothing accepts connections on 127.0.0.1:{port}")
+
+
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 

@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 
 from .conftest import TOKEN, Proc
 from .jupyter_fixtures import start_jupyter, stop_jupyter
-from .security_fixtures import FaultUpstream, figure, open_fds, rss, wait_until
+from .security_fixtures import FaultUpstream, accepting, figure, open_fds, rss, wait_until
 
 HTTP_N = 500
 WS_N = 200
@@ -167,6 +167,7 @@ def test_load_through_jupyter(fault_upstream: FaultUpstream, upstream: int) -> N
             r = httpx.get(server.loopback(fault_upstream.port, "ok"), headers=server.auth, trust_env=False)
             assert r.status_code == 200
 
+        accepting(server.port)
         probe()  # launches the sidecar
         pids = [server.proc.pid, *server.sidecar_pids()]
         assert len(pids) == 2
