@@ -73,6 +73,10 @@ comm_bridge.enable_comm_bridge()
 def _echo(data, buffers):
     return data, buffers
 
+@comm_bridge.on_request("bench", "echo-inline", inline=True)
+def _echo_inline(data, buffers):
+    return data, buffers
+
 @comm_bridge.on_request("bench", "slow")
 def _slow(data, buffers):
     time.sleep(SLOW_S)
@@ -291,8 +295,8 @@ async def main(n: int, repeat: int) -> dict[str, Any]:
         ours = Bridge(ours_kernel, await ours_kernel.widget('kind: "comm_bridge"'))
         peer = Peer(peer_kernel, await peer_kernel.widget("__jupyter_loopback__"))
 
-        async def ours_echo(buffers: list[bytes]) -> None:
-            status, _, _ = await ours.request("bench", "echo", None, buffers)
+        async def ours_echo(buffers: list[bytes], kind: str = "echo") -> None:
+            status, _, _ = await ours.request("bench", kind, None, buffers)
             assert status == "ok"
 
         for label, buffers in (("0 B", []), ("64 KiB", [KIB64])):
@@ -300,6 +304,7 @@ async def main(n: int, repeat: int) -> dict[str, Any]:
                 {
                     "floor": lambda b=buffers: floor.echo(b),
                     "ours": lambda b=buffers: ours_echo(b),
+                    "ours inline": lambda b=buffers: ours_echo(b, "echo-inline"),
                     "0.3.3": lambda b=buffers: peer.echo(b),
                 },
                 n,
@@ -346,6 +351,12 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"| request round trip p50, {key[4:]} (ms) | {fmt(row['floor'])} | {fmt(row['ours'])} | {fmt(row['0.3.3'])}"
             f" | +{row['ours'] - row['floor']:.2f} ms | {target} |"
+        )
+    for key in ("rtt 0 B", "rtt 64 KiB"):
+        row = results[key]
+        lines.append(
+            f"| … with `inline=True` (shell thread), {key[4:]} (ms) | {fmt(row['floor'])} | {fmt(row['ours inline'])}"
+            f" | – | +{row['ours inline'] - row['floor']:.2f} ms | – |"
         )
     for key, target in (("fetch 20 MB MB/s", "≥ 0.5×"), ("fetch 200 MB MB/s", "completes")):
         row = results[key]

@@ -34,12 +34,12 @@ H = TypeVar("H", bound=Handler)
 
 DEFAULT_TIMEOUT = 60.0
 
-_handlers: dict[tuple[str, str], tuple[Handler, float | None]] = {}
+_handlers: dict[tuple[str, str], tuple[Handler, float | None, bool]] = {}
 _lock = threading.Lock()
 _bridge: CommBridge | None = None
 
 
-def on_request(namespace: str, kind: str, *, timeout: float | None = None) -> Callable[[H], H]:
+def on_request(namespace: str, kind: str, *, timeout: float | None = None, inline: bool = False) -> Callable[[H], H]:
     """Register the handler for ``request(namespace, kind, …)`` from the page; use as a decorator.
 
     The handler runs on a worker thread (sync) or the bridge's event loop
@@ -49,13 +49,20 @@ def on_request(namespace: str, kind: str, *, timeout: float | None = None) -> Ca
     returning something that is not JSON answers ``status: "error"`` with one
     sentence; the kernel keeps working. Registering the same pair again
     replaces the handler.
+
+    ``inline=True`` runs a sync handler on the shell thread instead, as a
+    plain widget's ``on_msg`` does: no thread handoff, so the lowest
+    latency, but cells and other requests wait while it runs and no timeout
+    applies. Only for handlers that take microseconds.
     """
     if not (isinstance(namespace, str) and namespace and isinstance(kind, str) and kind):
         raise ValueError("namespace and kind must be non-empty strings")
 
     def register(handler: H) -> H:
+        if inline and inspect.iscoroutinefunction(handler):
+            raise ValueError("an async handler cannot run inline")
         with _lock:
-            _handlers[(namespace, kind)] = (handler, timeout)
+            _handlers[(namespace, kind)] = (handler, timeout, inline)
         return handler
 
     return register
@@ -115,11 +122,13 @@ class CommBridge(anywidget.AnyWidget):
             entry = _handlers.get(key)
         if entry is None:
             return reply.error(f"No handler is registered for {key[0]!r}/{key[1]!r}.")
-        handler, timeout = entry
+        handler, timeout, inline = entry
         timeout = self.timeout if timeout is None else timeout
         self.requests[reply.id] = reply
         data = msg.get("data")
-        if inspect.iscoroutinefunction(handler):
+        if inline:
+            _run_sync(reply, handler, data, buffers, timeout, key)
+        elif inspect.iscoroutinefunction(handler):
             reply.task = self.runtime.spawn(_run_async(reply, handler(data, buffers), timeout, key))
         else:
             self.runtime.deadlines.add(timeout, lambda: reply.expire(timeout, key))

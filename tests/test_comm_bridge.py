@@ -98,6 +98,25 @@ async def _forever(data, buffers):
     assert (await bridge.request("test", "async", {"n": 3}))[0] == "error"
 
 
+async def test_inline_handler(bridge_kernel: Kernel, bridge: Bridge) -> None:
+    await bridge_kernel.execute(
+        """
+import threading
+@comm_bridge.on_request("test", "where", inline=True)
+def _where(data, buffers):
+    return threading.current_thread() is threading.main_thread()
+
+@comm_bridge.on_request("test", "where-default")
+def _where_default(data, buffers):
+    return threading.current_thread() is threading.main_thread()
+"""
+    )
+    assert (await bridge.request("test", "where"))[:2] == ("ok", True)
+    assert (await bridge.request("test", "where-default"))[:2] == ("ok", False)
+    with pytest.raises(KernelError, match="cannot run inline"):
+        await bridge_kernel.execute("@comm_bridge.on_request('t', 'a', inline=True)\nasync def _a(d, b): pass")
+
+
 async def test_enable_is_idempotent(bridge_kernel: Kernel) -> None:
     out = await bridge_kernel.execute("print(comm_bridge.enable_comm_bridge() is BRIDGE)")
     assert out.strip() == "True"
