@@ -319,7 +319,8 @@ def test_jupyter_websocket_without_auth_is_refused(jupyter_base: JupyterServer, 
     loopback_asgi/jupyter_relay.py ``prepare`` (jupyter_server 2.x lets
     handlers without ``@authenticated`` through by default). Seen failing, in a
     scratch copy of the tree, with that check removed: the anonymous
-    handshake was relayed (101, the canary was dialled).
+    handshake was relayed to the canary port (502 once the canary hung up)
+    instead of refused with 403.
     """
     accepting(jupyter_base.port)
     (port,) = [p for _, p in jcanary.listening]
@@ -346,8 +347,8 @@ def test_jupyter_anonymous_http_is_sent_to_login_or_refused(jupyter_base: Jupyte
 
     No credentials: GET/HEAD → 302 to the login page, other methods → 403,
     never a relay, never ``Access-Control-Allow-Origin: *``. Guards the same
-    check as the WebSocket test; seen failing with it removed (the GET was
-    relayed to the canary: 502, not 302).
+    check as the WebSocket test; seen failing with it removed (the anonymous
+    GET was relayed to the canary port: 502, not 302).
     """
     accepting(jupyter_base.port)
     (port,) = [p for _, p in jcanary.listening]
