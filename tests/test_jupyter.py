@@ -368,3 +368,36 @@ def test_first_request_launches_sidecar_quickly_and_sidecar_dies_with_killed_ser
         assert not any(_alive(pid) for pid in sidecars), "sidecar outlived a SIGKILLed server"
     finally:
         stop_jupyter(server)
+
+
+def test_http_semantics_pass_through(jupyter_base: JupyterServer, upstream: int) -> None:
+    auth = jupyter_base.auth
+    with jupyter_base.client() as c:
+        r = c.head(jupyter_base.loopback(upstream, "bytes?n=5000"), headers=auth)
+        assert r.status_code == 200 and r.headers["content-length"] == "5000" and r.content == b""
+        r = c.get(jupyter_base.loopback(upstream, "gzip"), headers=auth)
+        assert r.headers["content-encoding"] == "gzip" and r.text  # httpx decoded the untouched gzip body
+        r = c.get(jupyter_base.loopback(upstream, "cookies"), headers=auth)
+        prefix = f"{jupyter_base.base_url}loopback/app/{upstream}"
+        assert r.headers.get_list("set-cookie") == [f"a=1; Path={prefix}", f"b=2; Path={prefix}/sub; HttpOnly"]
+        r = c.get(jupyter_base.loopback(upstream, "hop"), headers={**auth, "Connection": "x-secret", "X-Secret": "1"})
+        assert "x-secret" not in dict(r.json()) and "x-private" not in r.headers and "keep-alive" not in r.headers
+
+        def chunks() -> Iterator[bytes]:
+            yield from (b"x" * 70000 for _ in range(10))
+
+        r = c.post(jupyter_base.loopback(upstream, "upload"), content=chunks(), headers=auth)
+        assert r.status_code == 200 and r.json()["size"] == 700000  # chunked request body
+        with pytest.raises(httpx.RemoteProtocolError):
+            with c.stream("GET", jupyter_base.loopback(upstream, "die?after=100000"), headers=auth) as s:
+                for _ in s.iter_raw():
+                    pass
+        assert c.get(jupyter_base.loopback(upstream, "json"), headers=auth).json() == {"hello": "world"}
+
+
+def test_token_visit_logs_the_browser_in(jupyter_base: JupyterServer, upstream: int) -> None:
+    with jupyter_base.client() as c:
+        r = c.get(jupyter_base.loopback(upstream, f"headers?token={jupyter_base.token}"))
+        assert r.status_code == 200 and any(k.startswith("username-") for k in c.cookies)
+        r = c.get(jupyter_base.loopback(upstream, "headers"))
+        assert r.status_code == 200 and "username-" not in dict(r.json()).get("cookie", "")
