@@ -21,7 +21,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from .conftest import TOKEN, Proc, start, start_sidecar, start_upstream
-from .security_fixtures import FaultUpstream, figure, open_fds, wait_until
+from .jupyter_fixtures import start_jupyter, stop_jupyter
+from .security_fixtures import FaultUpstream, accepting, figure, open_fds, wait_until
 
 AUTH = {"Authorization": f"token {TOKEN}"}
 PROMPT = 3.0  # seconds within which a dropped leg must be noticed and closed
@@ -217,3 +218,48 @@ def test_slowloris_clients_do_not_starve_others(quick: Proc, fault_upstream: Fau
         settled = wait_until(lambda: open_fds(quick.pid) <= baseline + 2, 10)
         assert settled, (baseline, open_fds(quick.pid))
     figure("test_faults::slowloris_clients", "held / slowest other request (s)", f"{held} / {slowest:.3f}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_jupyter_server_restarted_mid_download(fault_upstream: FaultUpstream) -> None:
+    """``jupyter server`` stopped (SIGTERM) during a download through it: the client's stream is
+    cut, the upstream connection and the sidecar go away, and a server started again serves
+    the next request."""
+    server = start_jupyter("/user/r/")
+    try:
+        accepting(server.port)
+        with httpx.Client(headers=server.auth, timeout=30, trust_env=False) as client:
+            assert client.get(server.loopback(fault_upstream.port, "ok")).status_code == 200
+            sidecars = server.sidecar_pids()
+            assert len(sidecars) == 1
+            started = time.monotonic()
+            with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+                with client.stream("GET", server.loopback(fault_upstream.port, "forever")) as r:
+                    for i, _ in enumerate(r.iter_raw()):
+                        if i == 10:
+                            server.proc.popen.send_signal(signal.SIGTERM)
+            cut_after = time.monotonic() - started
+            ended = fault_upstream.wait_ended("/forever", 10)
+            assert ended is not None and ended.how in ("eof", "reset")
+            server.proc.popen.wait(20)
+            assert wait_until(lambda: not any(_alive(p) for p in sidecars), 10), "sidecar outlived the server"
+        stop_jupyter(server)
+        # Started again with the same runtime and config dirs (start_jupyter always binds port 0).
+        dirs = {k: v for k, v in server.env.items() if k in ("JUPYTER_RUNTIME_DIR", "JUPYTER_CONFIG_DIR")}
+        server = start_jupyter("/user/r/", env=dirs)
+        accepting(server.port)
+        with httpx.Client(headers=server.auth, timeout=30, trust_env=False) as client:
+            r = client.get(server.loopback(fault_upstream.port, "ok"))
+            assert (r.status_code, r.content) == (200, b"ok")
+    finally:
+        stop_jupyter(server)
+    assert cut_after < 15
+    figure("test_faults::jupyter_restart", "stream cut after (s) / faults survived", f"{cut_after:.2f} / 1")
