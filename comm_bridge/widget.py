@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anywidget
-import traitlets
 
-from . import protocol
 from .fetch import Streams
 from .runtime import Runtime
 
@@ -78,7 +76,6 @@ class CommBridge(anywidget.AnyWidget):
     """The anywidget behind ``window.__jupyter_loopback__``. Get it from :func:`enable_comm_bridge`."""
 
     _esm = Path(__file__).parent / "static" / "bridge.js"
-    chunk = traitlets.Int(protocol.CHUNK).tag(sync=True)
 
     def __init__(self, *, ports: object = None, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> None:
         super().__init__(**kwargs)

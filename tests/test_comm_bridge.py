@@ -164,6 +164,8 @@ async def test_fetch_upload_and_50mb_download(bridge: Bridge, kernel_upstream: i
         "size": len(body),
         "sha256": hashlib.sha256(body).hexdigest(),
     }
+    response = await bridge.fetch(kernel_upstream, "/upload", "POST", body=b"")
+    assert __import__("json").loads(await response.read())["size"] == 0
     response = await bridge.fetch(kernel_upstream, f"/bytes?n={50 * MB}")
     digest, size = hashlib.sha256(), 0
     async for chunk in response.iter():

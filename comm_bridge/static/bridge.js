@@ -318,9 +318,11 @@ async function upload(model, id, body, credit, stopped) {
     if (!stopped()) post(model, { op: "body", id, end: last }, piece.byteLength || !last ? [piece] : []);
   };
   if (body instanceof Uint8Array) {
-    for (let at = 0; at < body.byteLength && !stopped(); at += CHUNK) {
-      await send(body.subarray(at, at + CHUNK), at + CHUNK >= body.byteLength);
-    }
+    let at = 0;
+    do {
+      await send(body.subarray(at, at + CHUNK), at + CHUNK >= body.byteLength); // an empty body still ends
+      at += CHUNK;
+    } while (at < body.byteLength && !stopped());
     return;
   }
   const reader = body.getReader();

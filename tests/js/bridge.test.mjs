@@ -222,6 +222,20 @@ test("fetch uploads in chunks with content-length and waits for credit", async (
   assert.equal(await (await pending).text(), "");
 });
 
+test("an empty POST body still ends", async () => {
+  const model = bridge();
+  model.kernel = (msg) => {
+    if (msg.op !== "body" || !msg.end) return; // answer once the whole body is in
+    model.reply({ op: "head", id: msg.id, status: 204, reason: "No Content", headers: [] });
+    model.reply({ op: "data", id: msg.id, end: true });
+  };
+  const response = await globalThis.__jupyter_loopback__.fetch(8000, "/upload", { method: "POST", body: "" });
+  assert.equal(response.status, 204);
+  const [chunk] = model.ops("body");
+  assert.deepEqual([chunk.content.end, chunk.buffers.length], [true, 0]);
+  assert.deepEqual(model.ops("fetch")[0].content.headers.find(([k]) => k === "content-length"), ["content-length", "0"]);
+});
+
 test("refusals answer like the sidecar; a cut stream errors; abort rejects", async () => {
   const model = bridge();
   httpKernel(model, (msg) => model.reply({ op: "error", id: msg.id, status: 502, message: "Nothing is listening on port 9." }));
