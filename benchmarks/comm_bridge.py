@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -170,10 +171,12 @@ class Peer:
 
 
 async def latencies(subjects: dict[str, Callable[[], Awaitable[Any]]], n: int, warmup: int = 30) -> dict[str, float]:
-    """p50 in ms of each subject, sampled in turn so load on the machine hits all alike."""
+    """p50 in ms of each subject, sampled in turn (in a shuffled order each round) so load hits all alike."""
     times: dict[str, list[float]] = {name: [] for name in subjects}
+    order = list(subjects.items())
     for i in range(warmup + n):
-        for name, fn in subjects.items():
+        random.shuffle(order)  # whoever runs right after another subject inherits its kernel's tail work
+        for name, fn in order:
             started = time.perf_counter()
             await fn()
             if i >= warmup:
