@@ -171,7 +171,8 @@ def _wrk(row: Row, total: int, concurrency: int, budget: float) -> float:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_SCRIPT)
     try:
-        cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{int(budget)}s", "-s", f.name]
+        # --timeout: on this shared 2-core machine a request can stall past wrk's 2 s default.
+        cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{int(budget)}s", "--timeout", "30s", "-s", f.name]
         for k, v in row.headers.items():
             cmd += ["-H", f"{k}: {v}"]
         cmd.append(row.base + "/json")
@@ -233,7 +234,9 @@ async def big_get(row: Row, size: int, *, budget: float = 180) -> tuple[float, f
         status, got, ttfb, total = int(fields[0]), int(fields[1]), float(fields[2]), float(fields[3])
         if out.returncode != 0 or status != 200 or got != size:
             why = out.stderr.strip().replace("curl: ", "") or f"{got} of {size} bytes"
-            raise MeasureError(f"HTTP {status} after {total:.1f} s: {why}"[:160])
+            if status != 200:
+                why += f", {await error_text(row, f'/bytes?n={size}')}"
+            raise MeasureError(f"HTTP {status} after {total:.1f} s: {why}"[:200])
         return size / total / 1e6, ttfb
     conn = RawHTTP(row)
     t = time.perf_counter()
@@ -248,6 +251,24 @@ async def big_get(row: Row, size: int, *, budget: float = 180) -> tuple[float, f
     if status != 200 or got != size:
         raise MeasureError(f"HTTP {status}, {got} of {size} bytes")
     return size / (time.perf_counter() - t) / 1e6, ttfb
+
+
+async def error_text(row: Row, path: str) -> str:
+    """The start of an error page, as text: what a failing route says about itself."""
+    conn = RawHTTP(row)
+    try:
+        status, headers = await asyncio.wait_for(conn.send(conn.request_bytes(path)), 60)
+        assert conn.reader is not None
+        length = int(headers.get("content-length", "16384"))
+        body = await asyncio.wait_for(conn.reader.readexactly(min(length, 16384)), 10) if status != 200 else b""
+    except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        return type(exc).__name__
+    finally:
+        await conn.close()
+    text = re.sub(r"<(script|style)[^>]*>.*?</\1>|<[^>]+>", " ", body.decode("utf-8", "replace"), flags=re.S)
+    text = " ".join(text.split())
+    # A Jupyter error page: keep what follows "<status> : ".
+    return text[text.find(f"{status} :") :][:150] if f"{status} :" in text else text[:150]
 
 
 async def sse_first_event(row: Row, accept: str, *, samples: int = 5, interval: float = 1.0) -> float:
