@@ -196,7 +196,7 @@ def create_app(
         failures = {}
     secret_bytes = [s.encode() for s in secrets if s] + ([token.encode()] if token else [])
     http = HTTPRelay(max_connections=policy.max_connections, secrets=secret_bytes)
-    websocket = WebSocketRelay(max_size=max_message_size, secrets=secret_bytes)
+    websocket = WebSocketRelay(max_size=max_message_size, secrets=secret_bytes, max_connections=policy.max_connections)
     endpoint = Loopback(served, http, websocket, public_root=public_root, trust_forwarded=trust_forwarded)
 
     async def health(request: Request) -> JSONResponse:

@@ -43,6 +43,9 @@ class WebSocketRelay:
 
     ``max_size`` bounds one message (default 1 GiB); ``ping_interval`` keeps
     the upstream leg alive (the ASGI server keeps the client leg alive).
+    ``max_connections`` caps concurrent upstream WebSockets (the admin
+    policy's cap, as for HTTP): a handshake over the cap waits up to the
+    namespace's connect timeout for a free slot, then is refused with 503.
     """
 
     def __init__(
@@ -51,14 +54,30 @@ class WebSocketRelay:
         max_size: int | None = 2**30,
         ping_interval: float | None = 20,
         secrets: Collection[bytes] = (),
+        max_connections: int | None = None,
     ) -> None:
         self.max_size = max_size
         self.ping_interval = ping_interval
         self.secrets = frozenset(secrets)
+        self.slots = asyncio.Semaphore(max_connections) if max_connections else None
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, target: Target, *, trust_forwarded: bool = False
     ) -> None:
+        if self.slots is None:
+            return await self._session(scope, receive, send, target, trust_forwarded)
+        ns = target.namespace
+        try:
+            await asyncio.wait_for(self.slots.acquire(), ns.connect_timeout)
+        except TimeoutError:
+            where = f"namespace {ns.name!r} port {target.port}"
+            return await send_error(scope, send, 503, f"Too many connections to {where}; try again.", websocket=True)
+        try:
+            await self._session(scope, receive, send, target, trust_forwarded)
+        finally:
+            self.slots.release()
+
+    async def _session(self, scope: Scope, receive: Receive, send: Send, target: Target, trust_forwarded: bool) -> None:
         ns = target.namespace
         where = f"namespace {ns.name!r} port {target.port}"
         if not ns.websocket:

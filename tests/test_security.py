@@ -35,6 +35,15 @@ def ws_url(base: str, path: str) -> str:
     return "ws" + base.removeprefix("http") + path
 
 
+def ws_status(url: str, headers: dict[str, str] | None = None) -> int:
+    """101 if the handshake is accepted (then closed), else the status it was refused with."""
+    try:
+        with connect(url, additional_headers=headers, proxy=None, open_timeout=30):
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
 @pytest.fixture
 def canary(upstream: int) -> Iterator[Canary]:
     c = Canary([("127.0.0.2", upstream), ("::1", upstream), ("127.0.0.2", 80), ("127.0.0.1", 80), ("127.0.0.1", 0)])
@@ -416,3 +425,29 @@ def test_jupyter_admin_policy_from_traitlets_config(
         stop_jupyter(server)
     figure("test_security::traitlets_policy", "504 after (s) with c.Loopback.header_timeout=3", round(took, 2))
     figure("test_security::traitlets_policy", "statuses over max_connections=2 (3rd, held, held)", statuses)
+
+
+def test_max_connections_caps_upstream_websockets_too(upstream: int) -> None:
+    """``JUPYTER_LOOPBACK_MAX_CONNECTIONS=2``: a third concurrent WebSocket waits the connect
+    timeout (1 s here) for a slot, then is refused with 503; once one closes, it gets through.
+
+    Regression: the cap used to apply to HTTP only, so WebSockets could hold any number of
+    upstream connections (seen failing without ``max_connections`` passed to the relay: 101).
+    """
+    env = {"JUPYTER_LOOPBACK_MAX_CONNECTIONS": "2", "JUPYTER_LOOPBACK_CONNECT_TIMEOUT": "1"}
+    proc = start_sidecar(env=env)
+    url = ws_url(proc.match[1], f"/app/{upstream}/ws")
+    try:
+        with (
+            connect(url, additional_headers=AUTH, proxy=None) as first,
+            connect(url, additional_headers=AUTH, proxy=None),
+        ):
+            started = time.monotonic()
+            assert ws_status(url, AUTH) == 503
+            assert 0.9 < time.monotonic() - started < 5
+            first.close()
+            with connect(url, additional_headers=AUTH, proxy=None, open_timeout=10) as third:
+                third.send("x")
+                assert third.recv(timeout=10) == "x"
+    finally:
+        proc.stop()
