@@ -9,10 +9,7 @@ HTTP-or-WebSocket dispatch. Everything that carries bytes is its own:
   each chunk awaited on the sidecar socket), responses go to the browser as
   they arrive (each chunk awaited on the browser socket). Memory per request
   is a few chunks, whatever the size; nothing is buffered, nothing is capped.
-- WebSocket: the sidecar is connected first and picks the subprotocol; the
-  browser's handshake is answered after, with that subprotocol, or refused
-  with the sidecar's own status. Messages up to ``MAX_MESSAGE`` both ways,
-  each awaited (backpressure); close codes and reasons relayed both ways.
+- WebSocket: see :mod:`.jupyter_websocket`.
 - Jupyter's credentials stay here: an ``Authorization`` header that Jupyter
   authenticated the request with is not forwarded (the sidecar also drops
   ``token`` headers, ``?token=``, ``_xsrf`` and Jupyter/Hub cookies).
@@ -28,18 +25,15 @@ import time
 from typing import Any
 
 from jupyter_server.base.handlers import JupyterHandler
-from jupyter_server_proxy.unixsock import UnixResolver
 from tornado import httputil, web
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
-from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, WebSocketHandler, websocket_connect
 
 from .jupyter_sidecar import Sidecar, SidecarUnavailable
+from .jupyter_websocket import WebSocketRelayMixin
 
-__all__ = ["MAX_MESSAGE", "RelayMixin"]
+__all__ = ["RelayMixin"]
 
-MAX_MESSAGE = 2**30
 DRAIN_LIMIT = 2**20
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 PARAMS = HTTP1ConnectionParameters(
@@ -50,12 +44,6 @@ HOP_BY_HOP = frozenset(
     | {"transfer-encoding", "upgrade", "expect", "forwarded"}
 )
 CREDENTIAL = re.compile(r"\s*(token|bearer)\s+(\S+)\s*$", re.IGNORECASE)
-# Close codes a peer must never send (RFC 6455 §7.4.1): relay "no status" as none.
-RESERVED_CLOSE: dict[int, int | None] = {1005: None, 1006: 1011, 1015: 1011}
-
-
-def _close_code(code: int | None) -> int | None:
-    return RESERVED_CLOSE.get(code, code) if code is not None else None
 
 
 class _ResponseWriter(httputil.HTTPMessageDelegate):
@@ -116,7 +104,7 @@ async def _read(conn: HTTP1Connection, writer: _ResponseWriter) -> bool:
         return False
 
 
-class RelayMixin(WebSocketHandler):
+class RelayMixin(WebSocketRelayMixin):
     """Put in front of a jupyter-server-proxy ``SuperviseAndProxyHandler`` subclass.
 
     Class attributes set by the adapter: ``sidecar`` and ``strip`` (the public
@@ -129,8 +117,6 @@ class RelayMixin(WebSocketHandler):
     secrets: frozenset[str] = frozenset()
 
     _conn: HTTP1Connection | None = None
-    _ws: WebSocketClientConnection | None = None
-    _pump: asyncio.Future[None] | None = None
     _body = False
     _reused = False
     _write_failed = False
@@ -323,74 +309,7 @@ class RelayMixin(WebSocketHandler):
 
     put = patch = delete = head = options = post
 
-    # WebSocket
-
-    @property
-    def max_message_size(self) -> int:
-        return MAX_MESSAGE
-
-    async def _open_websocket(self) -> None:
-        if self._cross_site():
-            raise web.HTTPError(403, "Cross-site WebSocket refused.")
-        offered = [p.strip() for p in self.request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-        request = HTTPRequest(
-            "ws://jupyter-loopback" + self._upstream_path(),
-            headers=self._upstream_headers(websocket=True),
-            connect_timeout=self.sidecar.restart_wait,
-            request_timeout=3600,
-        )
-        for attempt in range(3):
-            try:
-                await self.sidecar.ensure()
-                self._ws = await websocket_connect(
-                    request,
-                    resolver=UnixResolver(socket_path=self.sidecar.socket_path),
-                    max_message_size=MAX_MESSAGE,
-                    subprotocols=offered or None,
-                )
-                return
-            except HTTPClientError as exc:
-                if exc.code != 599:  # the sidecar refused the handshake: pass its answer on
-                    body = exc.response.body.decode("utf-8", "replace") if exc.response else str(exc)
-                    return self._fail(exc.code, body.strip() or exc.message or "WebSocket refused.")
-                error: Exception = exc
-            except (OSError, StreamClosedError, SidecarUnavailable) as exc:
-                error = exc
-            if attempt == 2:
-                return self._fail(502, f"The loopback sidecar is not reachable: {error}.")
-
-    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
-        chosen = self._ws.selected_subprotocol if self._ws is not None else None
-        return chosen if chosen in subprotocols else None
-
-    async def open(self, *args: Any) -> None:
-        self.set_nodelay(True)
-        self._pump = asyncio.ensure_future(self._pump_upstream())
-
-    async def _pump_upstream(self) -> None:
-        ws = self._ws
-        assert ws is not None
-        try:
-            while (message := await ws.read_message()) is not None:
-                await self.write_message(message, binary=isinstance(message, bytes))
-        except WebSocketClosedError:
-            pass
-        finally:
-            if self.ws_connection is not None and not self.ws_connection.is_closing():
-                self.close(_close_code(ws.close_code), ws.close_reason)
-
-    async def on_message(self, message: str | bytes) -> None:
-        self._record_activity()  # type: ignore[attr-defined]
-        if self._ws is None:
-            return
-        try:
-            await self._ws.write_message(message, binary=isinstance(message, bytes))
-        except WebSocketClosedError:
-            pass
-
     def on_close(self) -> None:
-        if self._ws is not None and self._ws.protocol is not None:
-            code = _close_code(getattr(self, "close_code", None))
-            self._ws.close(code, getattr(self, "close_reason", None) if code else None)
+        super().on_close()
         if self._conn is not None:  # the browser left mid-HTTP-exchange
             self._conn.close()
