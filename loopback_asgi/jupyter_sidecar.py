@@ -194,18 +194,32 @@ def _readable(stream: IOStream) -> bool:
 
 
 def _terminate(pid: int) -> None:
+    # Wait without reaping: asyncio's child watcher owns the reaping, and a
+    # second waitpid() makes it log "Unknown child process".
     try:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
+            if _gone(pid):
                 return
             time.sleep(0.02)
         os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
+    except ProcessLookupError:
         return
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+    except OSError:  # no /proc: ask the kernel instead
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
 
 
 def _signal_handlers() -> dict[int, Any]:

@@ -401,3 +401,25 @@ def test_token_visit_logs_the_browser_in(jupyter_base: JupyterServer, upstream: 
         assert r.status_code == 200 and any(k.startswith("username-") for k in c.cookies)
         r = c.get(jupyter_base.loopback(upstream, "headers"))
         assert r.status_code == 200 and "username-" not in dict(r.json()).get("cookie", "")
+
+
+def test_public_names_of_the_adapter() -> None:
+    import loopback_asgi
+    from loopback_asgi import jupyter
+
+    assert loopback_asgi._jupyter_server_extension_points() == [{"module": "loopback_asgi.jupyter"}]
+    assert loopback_asgi.setup_proxy_handler is jupyter.setup_proxy_handler
+    assert set(jupyter.__all__) == {"Loopback", "NAMESPACES_ENV", "install", "setup_proxy_handler"}
+    traits = set(jupyter.Loopback.class_own_traits(config=True))
+    assert traits == {
+        "enabled_namespaces", "disabled_namespaces", "allowed_ports", "connect_timeout", "header_timeout",
+        "max_connections", "startup_timeout",
+    }  # fmt: skip
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "jupyter.md").read_text()
+    assert all(f"`{name}`" in docs for name in traits)
+
+
+def test_kernels_do_not_import_jupyter_server() -> None:
+    code = "import sys, loopback_asgi; loopback_asgi.browser_url('app', 1); print('jupyter_server' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
