@@ -44,7 +44,7 @@ WINDOW = 8 << 20
 """Bytes of one stream allowed in flight before the sender waits for credit."""
 WINDOW_MESSAGES = 256
 """Kernel-to-page messages of one stream allowed in flight."""
-ACK_BYTES = WINDOW // 4
+ACK_BYTES = WINDOW // 2
 """The page acknowledges after consuming this many bytes…"""
 ACK_MESSAGES = WINDOW_MESSAGES // 4
 """…or receiving this many messages of one stream."""

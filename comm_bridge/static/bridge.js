@@ -16,7 +16,7 @@
 const CHUNK = 1 << 20;
 const WINDOW = 8 << 20;
 const WINDOW_MESSAGES = 256;
-const ACK_BYTES = WINDOW / 4;
+const ACK_BYTES = WINDOW / 2;
 const ACK_MESSAGES = WINDOW_MESSAGES / 4;
 const FRAME_COST = 64;
 const BATCH_FRAMES = 64;
