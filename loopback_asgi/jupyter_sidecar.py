@@ -7,7 +7,8 @@ reach it. Guarantees:
 
 - :meth:`Sidecar.connect` returns a connected stream or raises
   :class:`SidecarUnavailable` within ``restart_wait`` seconds: a sidecar that
-  died (any exit code, ``SIGKILL`` included) is started again on demand.
+  died (any exit code, ``SIGKILL`` included) is started again on demand. One
+  that cannot start is abandoned after that wait, not restarted in a loop.
 - The sidecar dies with the server: it is stopped at interpreter exit and,
   on Linux, gets ``SIGTERM`` from the kernel if the server is killed outright.
 - Idle keep-alive connections are reused only while younger than
@@ -108,7 +109,16 @@ class Sidecar:
                 await self.proc.start()
                 _restore_signal_handlers(saved)
                 self.launches += 1
-        await self._wait_connectable(time.monotonic() + self.restart_wait)
+        try:
+            await self._wait_connectable(time.monotonic() + self.restart_wait)
+        except SidecarUnavailable:
+            # A sidecar that cannot start would be restarted by simpervisor
+            # in a tight loop: give up on it; the next request tries afresh.
+            pid = self._detach()
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            raise
 
     async def _wait_connectable(self, deadline: float) -> None:
         delay = 0.005

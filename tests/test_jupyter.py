@@ -423,3 +423,22 @@ def test_kernels_do_not_import_jupyter_server() -> None:
     code = "import sys, loopback_asgi; loopback_asgi.browser_url('app', 1); print('jupyter_server' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+async def test_a_sidecar_that_cannot_start_is_not_restarted_in_a_loop(tmp_path: Path) -> None:
+    from loopback_asgi.jupyter_sidecar import Sidecar, SidecarUnavailable
+
+    marker = tmp_path / "launches"
+    code = f"open({str(marker)!r}, 'a').write('x'); raise SystemExit(3)"
+    sidecar = Sidecar(lambda path: [sys.executable, "-c", code], dict, restart_wait=1.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(SidecarUnavailable):
+            await sidecar.connect()
+        assert time.monotonic() - started < 5
+        await asyncio.sleep(1.0)  # simpervisor would have restarted it several times by now
+        launches = marker.read_text().count("x")
+        await asyncio.sleep(1.0)
+        assert marker.read_text().count("x") == launches
+    finally:
+        sidecar.stop()
