@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 from loopback_asgi.doctor import environment_kind
 
 from .jupyter_fixtures import JupyterServer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _doctor(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -48,3 +51,15 @@ def test_environment_kind() -> None:
     assert environment_kind({"COLAB_RELEASE_TAG": "x", "JPY_PARENT_PID": "1"}).startswith("Google Colab")
     assert environment_kind({"VSCODE_PID": "1"}).startswith("VS Code")
     assert "JupyterHub" in environment_kind({"JUPYTERHUB_SERVICE_PREFIX": "/user/a/"})
+
+
+def test_doctor_reports_a_namespace_that_fails_to_load(tmp_path: Path) -> None:
+    dist = tmp_path / "brokenlib-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenlib\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[jupyter_loopback.namespaces]\nbroken = brokenlib_missing:NAMESPACE\n")
+    with tempfile.TemporaryDirectory() as runtime:
+        out = _doctor({"JUPYTER_RUNTIME_DIR": runtime, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"})
+    assert out.returncode == 0 and "Traceback" not in out.stdout + out.stderr, out.stderr
+    assert "broken: FAILED to load: ModuleNotFoundError" in out.stdout
+    assert "app: ports 1024-65535" in out.stdout
