@@ -167,6 +167,9 @@ class Streams:
             return self.error(id, exc.status, exc.message)
         ns = target.namespace
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        if not any(k == b"accept-encoding" for k, _ in raw):
+            # The page cannot set it (browsers add it below fetch); ask for plain bytes.
+            raw.append((b"accept-encoding", b"identity"))
         # No public prefix exists on this path, so no X-Forwarded-Prefix either.
         sent = [h for h in request_headers(raw, target, client=None, scheme="http") if h[0] != b"x-forwarded-prefix"]
         request = self.client.build_request(
@@ -191,6 +194,12 @@ class Streams:
             return self.error(id, 502, f"The server on {where} closed the connection.")
         try:
             out = response_headers(response.headers.raw, target)
+            # A Response built in the page is never decoded by the browser, so
+            # the kernel decodes here what the upstream encoded, as the
+            # browser's network layer would.
+            encoded = "content-encoding" in response.headers
+            if encoded:
+                out = [(k, v) for k, v in out if k.lower() not in (b"content-encoding", b"content-length")]
             head = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in out]
             status, reason = response.status_code, response.reason_phrase
             self.send({"op": "head", "id": id, "status": status, "reason": reason, "headers": head}, ())
@@ -199,7 +208,8 @@ class Streams:
                 await session.window.reserve(sum(map(len, batch)))
                 self.send({"op": "data", "id": id, "end": last}, batch)
 
-            await drain(response.aiter_raw(), len, flush, CHUNK, lambda: session.window.bytes >= CHUNK, settle=True)
+            body = response.aiter_bytes() if encoded else response.aiter_raw()
+            await drain(body, len, flush, CHUNK, lambda: session.window.bytes >= CHUNK, settle=True)
         except httpx.HTTPError:
             self.error(id, 0, f"The server on {where} dropped the response before its end.")
         finally:

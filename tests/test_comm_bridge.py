@@ -157,6 +157,15 @@ async def test_fetch_json_and_headers(bridge: Bridge, kernel_upstream: int) -> N
     assert "authorization" not in sent and "x-hop" not in sent and "x-forwarded-prefix" not in sent
 
 
+async def test_fetch_decodes_what_the_browser_would(bridge: Bridge, kernel_upstream: int) -> None:
+    # A Response built in the page is never decoded by the browser: the kernel decodes.
+    response = await bridge.fetch(kernel_upstream, "/gzip")
+    assert await response.read() == b"hello gzip " * 1000
+    assert response.header("content-encoding") is None and response.header("content-length") is None
+    echoed = __import__("json").loads(await (await bridge.fetch(kernel_upstream, "/headers")).read())
+    assert ["accept-encoding", "identity"] in echoed
+
+
 async def test_fetch_upload_and_50mb_download(bridge: Bridge, kernel_upstream: int) -> None:
     body = pattern(12 * MB + 7)
     response = await bridge.fetch(kernel_upstream, "/upload", "POST", body=body)
