@@ -127,6 +127,13 @@ class RelayMixin(WebSocketRelayMixin):
         """jupyter-server-proxy's hook: (re)start the sidecar, wait until it accepts connections."""
         await self.sidecar.ensure()
 
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        """Path arguments as Latin-1: the relay forwards the raw URI, so a path that is not
+        UTF-8 (``%C0%AE``) is the upstream's to judge, not a 400 with a traceback in the log."""
+        if name is None:
+            return value.decode("latin-1")
+        return super().decode_argument(value, name)
+
     # Auth and CSRF
 
     def check_xsrf_cookie(self) -> None:
