@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from .conftest import TOKEN, Proc, start, start_sidecar, start_upstream
-from .jupyter_fixtures import start_jupyter, stop_jupyter
+from .jupyter_fixtures import JupyterServer, start_jupyter, stop_jupyter
 from .security_fixtures import FaultUpstream, accepting, figure, open_fds, wait_until
 
 AUTH = {"Authorization": f"token {TOKEN}"}
@@ -263,3 +263,41 @@ def test_jupyter_server_restarted_mid_download(fault_upstream: FaultUpstream) ->
         stop_jupyter(server)
     assert cut_after < 15
     figure("test_faults::jupyter_restart", "stream cut after (s) / faults survived", f"{cut_after:.2f} / 1")
+
+
+@pytest.mark.slow
+def test_faults_through_jupyter(jupyter_base: JupyterServer, fault_upstream: FaultUpstream) -> None:
+    """Through ``jupyter server``: an upstream dying mid-body cuts the browser's stream; a header
+    stall is a 504 only after the header timeout (default 60 s, so here: the client leaves first);
+    a client leaving an endless or stalled download has the upstream connection closed promptly."""
+    server, up = jupyter_base, fault_upstream
+    accepting(server.port)
+    with httpx.Client(headers=server.auth, timeout=30, trust_env=False) as client:
+        for _ in range(5):
+            with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+                with client.stream("GET", server.loopback(up.port, "die?after=65536")) as r:
+                    assert r.status_code == 200
+                    for _ in r.iter_raw():
+                        pass
+            assert client.get(server.loopback(up.port, "ok")).content == b"ok"
+        delays = {}
+        up.ended.clear()
+        for path in ("forever", "forever?length=1000000000000", "silent?length=1000"):
+            with client.stream("GET", server.loopback(up.port, path)) as r:
+                assert r.status_code == 200
+                if not path.startswith("silent"):
+                    got = 0
+                    for chunk in r.iter_raw():
+                        got += len(chunk)
+                        if got > 4 << 20:
+                            break
+                left_at = time.monotonic()
+            name = "/" + path.split("?")[0]
+            ended = wait_until(lambda n=name: [e for e in up.ended if e.path == n], PROMPT + 5)
+            assert ended, (path, up.ended)
+            delays[path] = round((ended[-1].at - left_at) * 1000)
+            assert delays[path] < PROMPT * 1000
+            up.ended.clear()
+        assert client.get(server.loopback(up.port, "ok")).content == b"ok"
+    figure("test_faults::jupyter", "upstream closed after client left (ms)", delays)
+    figure("test_faults::jupyter", "mid-body deaths survived", 5)
