@@ -155,12 +155,14 @@ class HTTPRelay:
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(watch)
-                await self._pump(response, send)
+                try:
+                    await self._pump(response, send)
+                except httpx.HTTPError as exc:
+                    # Caught here, not around the task group, which would wrap
+                    # it in an ExceptionGroup. Cut the client's stream: returning
+                    # without the final body message makes the server close it.
+                    log.info("jupyter-loopback: upstream %s dropped mid-body: %r", where, exc)
                 tg.cancel_scope.cancel()
-        except httpx.HTTPError as exc:
-            # Cut the client's stream: returning without the final body
-            # message makes the server close the connection.
-            log.info("jupyter-loopback: upstream %s dropped mid-body: %r", where, exc)
         finally:
             await response.aclose()
 
