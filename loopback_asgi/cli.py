@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import secrets
@@ -53,6 +54,25 @@ def bind_socket(*, host: str = "127.0.0.1", port: int | None = None, unix_socket
     return sock
 
 
+# glibc returns large freed blocks to the kernel at once, so every relayed
+# body chunk faulted in fresh pages: relaying 1 GB cost ~1 s of kernel time
+# that way and ~0.35 s with freed memory kept for reuse (docs/benchmarks.md).
+# The price is up to this much freed memory held by the sidecar.
+HEAP_KEEP = 16 * 1024 * 1024
+
+
+def _keep_freed_memory() -> None:
+    """Raise glibc's trim and mmap thresholds to ``HEAP_KEEP`` (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return  # not glibc
+    mallopt(-1, HEAP_KEEP)  # M_TRIM_THRESHOLD
+    mallopt(-3, HEAP_KEEP)  # M_MMAP_THRESHOLD
+
+
 def serve(args: argparse.Namespace) -> int:
     if args.unix_socket is None and args.port is None:
         raise SystemExit("jupyter-loopback serve: give --port N or --unix-socket PATH.")
@@ -66,6 +86,7 @@ def serve(args: argparse.Namespace) -> int:
         namespaces = json.loads(given) if given else None
     except ValueError as exc:
         raise SystemExit(f"jupyter-loopback serve: JUPYTER_LOOPBACK_NAMESPACES is not JSON: {exc}") from exc
+    _keep_freed_memory()
     sock = bind_socket(host=args.host, port=args.port, unix_socket=args.unix_socket)
     app = create_app(
         namespaces,
