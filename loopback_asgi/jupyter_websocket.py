@@ -14,13 +14,14 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 from jupyter_server_proxy.unixsock import UnixResolver
-from tornado import httputil, web
+from tornado import httpclient, httputil, web
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, WebSocketHandler, websocket_connect
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, WebSocketHandler
 
 from .jupyter_sidecar import Sidecar, SidecarUnavailable
 
@@ -40,7 +41,8 @@ class WebSocketRelayMixin(WebSocketHandler):
 
     sidecar: Sidecar
     _ws: WebSocketClientConnection | None = None
-    _pump: asyncio.Future[None] | None = None
+    _opened: asyncio.Future[None] | None = None
+    _upstream_closed: tuple[int | None, str | None] | None = None
 
     def _cross_site(self) -> bool:
         raise NotImplementedError
@@ -66,17 +68,13 @@ class WebSocketRelayMixin(WebSocketHandler):
             "ws://jupyter-loopback" + self._upstream_path(),
             headers=self._upstream_headers(websocket=True),
             connect_timeout=self.sidecar.restart_wait,
-            request_timeout=3600,
+            request_timeout=3600,  # the handshake only; tornado drops it after the upgrade
         )
+        self._opened = asyncio.get_running_loop().create_future()
         for attempt in range(3):
             try:
                 await self.sidecar.ensure()
-                self._ws = await websocket_connect(
-                    request,
-                    resolver=UnixResolver(socket_path=self.sidecar.socket_path),
-                    max_message_size=MAX_MESSAGE,
-                    subprotocols=offered or None,
-                )
+                self._ws = await _connect(self, request, offered)
                 return
             except HTTPClientError as exc:
                 if exc.code != 599:  # the sidecar refused the handshake: pass its answer on
@@ -92,33 +90,97 @@ class WebSocketRelayMixin(WebSocketHandler):
         chosen = self._ws.selected_subprotocol if self._ws is not None else None
         return chosen if chosen in subprotocols else None
 
-    async def open(self, *args: Any) -> None:
+    def open(self, *args: Any) -> None:
         self.set_nodelay(True)
-        self._pump = asyncio.ensure_future(self._pump_upstream())
+        if self._opened is not None and not self._opened.done():
+            self._opened.set_result(None)
+        if self._upstream_closed is not None:
+            self.close(*self._upstream_closed)
 
-    async def _pump_upstream(self) -> None:
-        ws = self._ws
-        assert ws is not None
-        try:
-            while (message := await ws.read_message()) is not None:
-                self._record_activity()  # type: ignore[attr-defined]
-                await self.write_message(message, binary=isinstance(message, bytes))
-        except WebSocketClosedError:
-            pass
-        finally:
+    def _from_sidecar(self, message: str | bytes | None, conn: WebSocketClientConnection) -> Awaitable[None] | None:
+        """Called by tornado for each sidecar message (``None``: closed); what it returns is awaited first."""
+        if message is None:
+            code = _close_code(conn.close_code)
+            self._upstream_closed = (code, conn.close_reason if code else None)
             if self.ws_connection is not None and not self.ws_connection.is_closing():
-                self.close(_close_code(ws.close_code), ws.close_reason)
+                self.close(*self._upstream_closed)
+            return None
+        if self._opened is None or not self._opened.done():
+            # A message before the browser's handshake is answered: hold the
+            # sidecar (and this message) until it is.
+            return self._deliver_after_open(message)
+        return self._deliver(message)
 
-    async def on_message(self, message: str | bytes) -> None:
+    async def _deliver_after_open(self, message: str | bytes) -> None:
+        assert self._opened is not None
+        await self._opened
+        delivered = self._deliver(message)
+        if delivered is not None:
+            await delivered
+
+    def _deliver(self, message: str | bytes) -> Awaitable[None] | None:
+        self._record_activity()  # type: ignore[attr-defined]
+        try:
+            return _settled(self.write_message(message, binary=isinstance(message, bytes)))
+        except WebSocketClosedError:
+            return None
+
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
         self._record_activity()  # type: ignore[attr-defined]
         if self._ws is None:
-            return
+            return None
         try:
-            await self._ws.write_message(message, binary=isinstance(message, bytes))
+            return _settled(self._ws.write_message(message, binary=isinstance(message, bytes)))
         except WebSocketClosedError:
-            pass
+            return None
 
     def on_close(self) -> None:
+        if self._opened is not None and not self._opened.done():
+            self._opened.cancel()
         if self._ws is not None and self._ws.protocol is not None:
             code = _close_code(getattr(self, "close_code", None))
             self._ws.close(code, getattr(self, "close_reason", None) if code else None)
+
+
+class _SidecarConnection(WebSocketClientConnection):
+    """The sidecar leg: each message goes straight to the browser, and tornado
+    awaits that write before reading the next frame (backpressure, no queue)."""
+
+    def __init__(self, relay: WebSocketRelayMixin, request: HTTPRequest, **kwargs: Any) -> None:
+        self.relay = relay
+        super().__init__(request, **kwargs)
+
+    def _on_message(self, message: str | bytes | None) -> Awaitable[None] | None:
+        return self.relay._from_sidecar(message, self)
+
+
+async def _connect(relay: WebSocketRelayMixin, request: HTTPRequest, offered: list[str]) -> WebSocketClientConnection:
+    # tornado.websocket.websocket_connect, with our connection class.
+    request.headers = httputil.HTTPHeaders(request.headers)
+    proxy = httpclient._RequestProxy(request, HTTPRequest._DEFAULTS)
+    conn = _SidecarConnection(
+        relay,
+        proxy,  # type: ignore[arg-type]
+        max_message_size=MAX_MESSAGE,
+        subprotocols=offered or None,
+        resolver=UnixResolver(socket_path=relay.sidecar.socket_path),
+    )
+    return await conn.connect_future
+
+
+def _settled(future: Awaitable[None] | None) -> Awaitable[None] | None:
+    """Resolves when ``future`` does, whatever the outcome: a peer that went
+    away is handled by the close path, not by an exception in tornado's loop."""
+    if future is None:
+        return None
+    fut = asyncio.ensure_future(future)
+    out: asyncio.Future[None] = fut.get_loop().create_future()
+
+    def done(f: asyncio.Future[None]) -> None:
+        if not f.cancelled():
+            f.exception()
+        if not out.done():
+            out.set_result(None)
+
+    fut.add_done_callback(done)
+    return out

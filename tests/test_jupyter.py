@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -442,3 +443,36 @@ async def test_a_sidecar_that_cannot_start_is_not_restarted_in_a_loop(tmp_path: 
         assert marker.read_text().count("x") == launches
     finally:
         sidecar.stop()
+
+
+async def test_websocket_first_message_and_no_credentials_upstream(jupyter_base: JupyterServer, upstream: int) -> None:
+    # The upstream speaks first, before the browser's handshake is even answered.
+    cookie = "_xsrf=x1; jupyterhub-session-id=h1; app=kept"
+    async with connect(
+        _ws_url(jupyter_base, upstream, f"ws-headers?token={jupyter_base.token}"),
+        additional_headers={"Authorization": f"Bearer {jupyter_base.token}", "Cookie": cookie},
+        proxy=None,
+    ) as ws:
+        seen = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        await ws.send("still open")
+        assert await ws.recv() == "still open"
+    flat = json.dumps(seen)
+    assert jupyter_base.token not in flat and "_xsrf" not in flat and "jupyterhub-" not in flat
+    assert dict(seen)["cookie"] == "app=kept" and "authorization" not in dict(seen)
+
+
+@pytest.mark.slow
+async def test_websocket_backpressure_many_messages_in_order(jupyter_base: JupyterServer, upstream: int) -> None:
+    async with connect(
+        _ws_url(jupyter_base, upstream, "ws"), additional_headers=jupyter_base.auth, proxy=None, max_size=None
+    ) as ws:
+
+        async def send() -> None:
+            for i in range(2000):
+                await ws.send(f"{i}:" + "x" * 10000)
+
+        sender = asyncio.ensure_future(send())
+        for i in range(2000):
+            message = await asyncio.wait_for(ws.recv(), 30)
+            assert isinstance(message, str) and message.startswith(f"{i}:")
+        await sender
