@@ -1,6 +1,6 @@
 """Generic loopback HTTP over the comm, and the dispatcher of every stream op.
 
-``fetch(port, path, init)`` in the page becomes one ``httpx`` request to
+``fetch(port, path, init)`` in the page becomes one ``aiohttp`` request to
 ``http://127.0.0.1:<port><path>``: only loopback, only ports the policy
 allows, proxy variables ignored (``trust_env=False``), hop-by-hop headers and
 Jupyter credentials stripped as the sidecar does. The response streams back
@@ -17,8 +17,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
-import httpcore
-import httpx
+import aiohttp
+import yarl
+from multidict import CIMultiDict
 
 from loopback_asgi.headers import request_headers, response_headers
 from loopback_asgi.namespaces import Namespace, Policy, PortPolicy
@@ -64,7 +65,7 @@ class Streams:
         self.runtime = runtime
         self.namespace = loopback_namespace(ports)
         self.sessions: dict[int, Session] = {}
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
 
     def handle(self, op: object, msg: dict[str, Any], buffers: list[memoryview]) -> None:
         """Route one page message; raises ``KeyError``/``TypeError``/``ValueError`` on a malformed one."""
@@ -145,16 +146,18 @@ class Streams:
             session.task.cancel()
 
     @property
-    def client(self) -> httpx.AsyncClient:
+    def client(self) -> aiohttp.ClientSession:
+        # aiohttp rather than httpx here: its C parser hands over each socket
+        # read whole, which halves the kernel's CPU per downloaded byte
+        # (docs/comm-bridge.md, benchmark); the kernel is the bottleneck.
         if self._client is None:
-            transport = httpx.AsyncHTTPTransport(trust_env=False)
-            # Reads of up to READ bytes: httpcore asks for 64 KiB at a time and
-            # anyio copies the rest of every larger socket read back into its
-            # queue, which doubles the kernel's CPU for a large download.
-            transport._pool = httpcore.AsyncConnectionPool(
-                max_connections=None, max_keepalive_connections=64, keepalive_expiry=30, network_backend=_BigReads()
+            self._client = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+                trust_env=False,
+                auto_decompress=True,
+                timeout=aiohttp.ClientTimeout(total=None),
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             )
-            self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=None, transport=transport)
         return self._client
 
     async def _fetch(
@@ -171,49 +174,55 @@ class Streams:
             # The page cannot set it (browsers add it below fetch); ask for plain bytes.
             raw.append((b"accept-encoding", b"identity"))
         # No public prefix exists on this path, so no X-Forwarded-Prefix either.
-        sent = [h for h in request_headers(raw, target, client=None, scheme="http") if h[0] != b"x-forwarded-prefix"]
-        request = self.client.build_request(
-            method,
-            httpx.URL(scheme="http", host=ns.host, port=port, raw_path=target.target.encode("ascii")),
-            headers=sent,
-            content=self._upload(session) if has_body else None,
-            extensions={"timeout": {"connect": ns.connect_timeout, "read": None, "write": None, "pool": None}},
+        sent = CIMultiDict(
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in request_headers(raw, target, client=None, scheme="http")
+            if k != b"x-forwarded-prefix"
         )
+        path_part, _, query = target.target.partition("?")
+        url = yarl.URL.build(scheme="http", host=ns.host, port=port, path=path_part, query_string=query, encoded=True)
         where = f"port {port}"
         try:
+            pending = self.client.request(
+                method,
+                url,
+                headers=sent,
+                data=self._upload(session) if has_body else None,
+                allow_redirects=False,
+                compress=None,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=ns.connect_timeout),
+            )
             # The header deadline covers a request without a body; an upload has none (as nginx).
-            pending = self.client.send(request, stream=True)
             response = await (pending if has_body else asyncio.wait_for(pending, ns.header_timeout))
-        except httpx.ConnectTimeout:
+        except aiohttp.ConnectionTimeoutError:
             return self.error(id, 504, f"Connecting to {where} timed out.")
         except asyncio.TimeoutError:
             return self.error(id, 504, f"The server on {where} sent no response in time.")
-        except httpx.ConnectError:
+        except aiohttp.ClientConnectorError:
             return self.error(id, 502, f"Nothing is listening on {where}.")
-        except httpx.HTTPError:
+        except aiohttp.ClientError:
             return self.error(id, 502, f"The server on {where} closed the connection.")
         try:
-            out = response_headers(response.headers.raw, target)
+            out = response_headers(response.raw_headers, target)
             # A Response built in the page is never decoded by the browser, so
-            # the kernel decodes here what the upstream encoded, as the
-            # browser's network layer would.
-            encoded = "content-encoding" in response.headers
-            if encoded:
+            # the kernel decodes here what the upstream encoded (auto_decompress),
+            # as the browser's network layer would.
+            if "content-encoding" in response.headers:
                 out = [(k, v) for k, v in out if k.lower() not in (b"content-encoding", b"content-length")]
             head = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in out]
-            status, reason = response.status_code, response.reason_phrase
+            status, reason = response.status, response.reason or ""
             self.send({"op": "head", "id": id, "status": status, "reason": reason, "headers": head}, ())
 
             async def flush(batch: list[bytes], last: bool) -> None:
                 await session.window.reserve(sum(map(len, batch)))
                 self.send({"op": "data", "id": id, "end": last}, batch)
 
-            body = response.aiter_bytes() if encoded else response.aiter_raw()
+            body = response.content.iter_any()
             await drain(body, len, flush, CHUNK, lambda: session.window.bytes >= CHUNK, settle=True)
-        except httpx.HTTPError:
+        except aiohttp.ClientError:
             self.error(id, 0, f"The server on {where} dropped the response before its end.")
         finally:
-            await response.aclose()
+            response.release()
 
     async def _upload(self, session: Session) -> AsyncIterator[bytes]:
         unreported = 0
@@ -223,44 +232,3 @@ class Streams:
             if unreported >= CREDIT_BYTES:
                 self.send({"op": "credit", "id": session.id, "bytes": unreported}, ())
                 unreported = 0
-
-
-READ = 1 << 20
-
-
-class _BigReadStream(httpcore.AsyncNetworkStream):
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self.inner = inner
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self.inner.read(max(max_bytes, READ), timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self.inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def get_extra_info(self, info: str) -> Any:
-        return self.inner.get_extra_info(info)
-
-
-class _BigReads(httpcore.AsyncNetworkBackend):
-    """httpcore's anyio backend with large reads (plain TCP to loopback only: no TLS, no unix sockets)."""
-
-    def __init__(self) -> None:
-        self.inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.AsyncNetworkStream:
-        stream = await self.inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _BigReadStream(stream)
-
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)

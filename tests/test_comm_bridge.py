@@ -166,6 +166,21 @@ async def test_fetch_decodes_what_the_browser_would(bridge: Bridge, kernel_upstr
     assert ["accept-encoding", "identity"] in echoed
 
 
+async def test_proxy_variables_are_ignored(bridge_kernel: Kernel, bridge: Bridge, kernel_upstream: int) -> None:
+    await bridge_kernel.execute(
+        "import os\n_PROXY_VARS = ('HTTP_PROXY', 'http_proxy', 'ALL_PROXY', 'all_proxy')\nfor _v in _PROXY_VARS:\n"
+        "    os.environ[_v] = 'http://127.0.0.1:9'\nos.environ.pop('NO_PROXY', None); os.environ.pop('no_proxy', None)"
+    )
+    try:
+        assert (await bridge.fetch(kernel_upstream, "/json")).status == 200
+        ws = bridge.websocket(kernel_upstream, "/ws")
+        await ws.opened
+        ws.close()
+        assert (await ws.closed)[0] == 1000
+    finally:
+        await bridge_kernel.execute("for _v in _PROXY_VARS: del os.environ[_v]")
+
+
 async def test_fetch_upload_and_50mb_download(bridge: Bridge, kernel_upstream: int) -> None:
     body = pattern(12 * MB + 7)
     response = await bridge.fetch(kernel_upstream, "/upload", "POST", body=body)
