@@ -282,6 +282,7 @@ def test_faults_through_jupyter(jupyter_base: JupyterServer, fault_upstream: Fau
     a client leaving an endless or stalled download has the upstream connection closed promptly."""
     server, up = jupyter_base, fault_upstream
     accepting(server.port)
+    before = len(server.proc.output)
     with httpx.Client(headers=server.auth, timeout=30, trust_env=False) as client:
         for _ in range(5):
             with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
@@ -309,5 +310,7 @@ def test_faults_through_jupyter(jupyter_base: JupyterServer, fault_upstream: Fau
             assert delays[path] < PROMPT * 1000
             up.ended.clear()
         assert client.get(server.loopback(up.port, "ok")).content == b"ok"
+    log = "".join(server.proc.output[before:])  # jupyter server's and its sidecar's
+    assert "Traceback" not in log, log[-4000:]
     figure("test_faults::jupyter", "upstream closed after client left (ms)", delays)
     figure("test_faults::jupyter", "mid-body deaths survived", 5)
