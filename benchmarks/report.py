@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["METRICS", "Results", "markdown_tables", "targets"]
+__all__ = ["METRICS", "Results", "markdown_tables", "summary_table", "targets"]
 
 # A measured value (seconds, req/s or MB/s), or the reason a route failed it.
 Value = float | str
@@ -81,6 +81,29 @@ def markdown_tables(results: Results, rows: list[tuple[str, str]], verdicts: lis
         lines += [f"[{i}] {text.replace('|', '/')}  " for i, text in enumerate(notes, 1)]
     lines += ["", "| target | measured | verdict |", "|---|---|---|"]
     lines += [f"| {name} | {measured} | {verdict} |" for name, measured, verdict in verdicts]
+    return "\n".join(lines)
+
+
+SUMMARY = ("get_p50", "rps16", "gb1", "sse_any", "ws_p50")
+
+
+def summary_table(results: Results, rows: list[tuple[str, str]]) -> str:
+    """A short Markdown table (the README's): a few measurements, values only, failures as "fails"."""
+    short = {"chain": "full chain", "jsp": "jupyter-server-proxy 4.6", "peer033": "jupyter-loopback 0.3.3"}
+    head = ["", *(short.get(key, label) for key, label in rows)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for metric in (m for m in METRICS if m.key in SUMMARY):
+        values = results.get(metric.key, {})
+        cells = [metric.label]
+        for key, _ in rows:
+            value = values.get(key)
+            if value is None or (isinstance(value, str) and value.startswith("skipped")):
+                cells.append("—")
+            elif isinstance(value, str):
+                cells.append("fails")
+            else:
+                cells.append(fmt(metric, value))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
+from pathlib import Path
 
 import measure
 import report
@@ -36,7 +37,9 @@ import servers
 from measure import MeasureError, Row
 
 DOCS = servers.ROOT / "docs" / "benchmarks.md"
+README = servers.ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+SUMMARY_START, SUMMARY_END = "<!-- bench-summary:start -->", "<!-- bench-summary:end -->"
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -85,6 +88,8 @@ class Bench:
         self.rows: list[Row] = []
         self.results: report.Results = {}
         self.procs: list[servers.Proc] = []
+        self.summary = ""
+        self.when = ""
 
     def record(self, metric: str, row: Row, value: report.Value) -> None:
         self.results.setdefault(metric, {})[row.key] = value
@@ -232,7 +237,9 @@ class Bench:
         out = servers.HERE / "results"
         out.mkdir(exist_ok=True)
         record = {"meta": meta, "rows": {r.key: r.label for r in self.rows}, "results": self.results}
-        (out / f"{started:%Y%m%dT%H%M%S}.json").write_text(json.dumps(record, indent=1))
+        (out / f"http-{started:%Y%m%dT%H%M%S}.json").write_text(json.dumps(record, indent=1))
+        self.summary = report.summary_table(self.results, [(r.key, r.label) for r in self.rows])
+        self.when = f"{started:%Y-%m-%d}, load average {load[0]:.1f}–{load_end[0]:.1f}"
         return f"{meta}\n\n{tables}\n"
 
 
@@ -249,31 +256,35 @@ def metric_higher(key: str) -> bool:
     return m(key).higher_is_better
 
 
-def write_docs(text: str) -> None:
-    doc = DOCS.read_text()
-    if START not in doc or END not in doc:
-        raise SystemExit(f"{DOCS} has no {START} … {END} block to replace")
-    head, rest = doc.split(START, 1)
-    _, tail = rest.split(END, 1)
-    DOCS.write_text(f"{head}{START}\n{text}{END}{tail}")
+def replace_block(path: Path, start: str, end: str, text: str) -> None:
+    """Replace what lies between the ``start`` and ``end`` markers of ``path``; nothing else changes."""
+    doc = path.read_text()
+    if start not in doc or end not in doc:
+        raise SystemExit(f"{path} has no {start} … {end} block to replace")
+    head, rest = doc.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{text}{end}{tail}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts and sizes, to check the harness")
     parser.add_argument("--no-peers", action="store_true", help="skip the jupyter-server-proxy and 0.3.3 rows")
-    parser.add_argument("--write-docs", action="store_true", help=f"put the tables into {DOCS.name}")
+    parser.add_argument("--write-docs", action="store_true", help="write the tables into docs/ and README.md")
     parser.add_argument("--samples", type=int, default=None, help="sequential latency samples per route")
     parser.add_argument("--requests", type=int, default=None, help="requests per req/s run")
     parser.add_argument("--rounds", type=int, default=4, help="turns over the routes for latency samples")
     args = parser.parse_args()
     args.samples = args.samples or (200 if args.quick else 3000)
     args.requests = args.requests or (500 if args.quick else 4000)
-    text = asyncio.run(Bench(args).run())
+    bench = Bench(args)
+    text = asyncio.run(bench.run())
     print("\n" + text)
     if args.write_docs:
-        write_docs(text)
-        print(f"tables written to {DOCS}")
+        replace_block(DOCS, START, END, text)
+        summary = f"{bench.summary}\n\nOne run of `make bench` on a shared 2-core machine ({bench.when}).\n"
+        replace_block(README, SUMMARY_START, SUMMARY_END, summary)
+        print(f"tables written to {DOCS} and {README}")
     return 0
 
 
