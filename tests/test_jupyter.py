@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -476,3 +477,44 @@ async def test_websocket_backpressure_many_messages_in_order(jupyter_base: Jupyt
             message = await asyncio.wait_for(ws.recv(), 30)
             assert isinstance(message, str) and message.startswith(f"{i}:")
         await sender
+
+
+@pytest.mark.browser
+def test_real_browser_same_origin_passes_cross_origin_refused(
+    jupyter_base: JupyterServer, upstream: int, browser: Any
+) -> None:
+    """Chromium sets Origin and Sec-Fetch-Site itself: the app's own page may POST, another origin may not."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{jupyter_base.url}api/status?token={jupyter_base.token}")  # Jupyter's login cookie
+        upload = jupyter_base.loopback(upstream, "upload")
+        ws_url = _ws_url(jupyter_base, upstream, "ws?choose=b")
+        page.goto(jupyter_base.loopback(upstream, "json"))
+        status = page.evaluate("async (u) => (await fetch(u, {method: 'POST', body: 'abc'})).status", upload)
+        assert status == 200
+        opened = page.evaluate(WS_PROBE, ws_url)
+        assert opened == ["b", "hi"]
+        page.goto(f"http://127.0.0.1:{upstream}/json")  # another origin, same site
+        with page.expect_navigation() as navigation:
+            page.evaluate(FORM_POST, upload)
+        assert navigation.value.status == 403
+        page.goto(f"http://127.0.0.1:{upstream}/json")
+        assert page.evaluate(WS_PROBE, ws_url) == ["error"]
+    finally:
+        context.close()
+
+
+WS_PROBE = """(u) => new Promise((resolve) => {
+  const ws = new WebSocket(u, ['a', 'b']);
+  ws.onopen = () => ws.send('hi');
+  ws.onmessage = (e) => { resolve([ws.protocol, e.data]); ws.close(4001, 'bye'); };
+  ws.onerror = () => resolve(['error']);
+  setTimeout(() => resolve(['timeout']), 15000);
+})"""
+FORM_POST = """(u) => {
+  const form = document.createElement('form');
+  form.method = 'POST'; form.action = u;
+  const field = document.createElement('input'); field.name = 'a'; field.value = '1'; form.appendChild(field);
+  document.body.appendChild(form); form.submit();
+}"""
