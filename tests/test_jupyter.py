@@ -518,3 +518,30 @@ FORM_POST = """(u) => {
   const field = document.createElement('input'); field.name = 'a'; field.value = '1'; form.appendChild(field);
   document.body.appendChild(form); form.submit();
 }"""
+
+
+def test_loopback_config_becomes_the_sidecar_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from traitlets.config import Config
+
+    from loopback_asgi import Policy, PortPolicy
+    from loopback_asgi.jupyter import Loopback
+
+    monkeypatch.setenv("JUPYTER_LOOPBACK_DISABLED_NAMESPACES", "old")
+    monkeypatch.setenv("JUPYTER_LOOPBACK_HEADER_TIMEOUT", "7")
+    config = Config()
+    config.Loopback.enabled_namespaces = ["app", "mylib"]
+    config.Loopback.disabled_namespaces = ["mylib"]
+    config.Loopback.allowed_ports = "8000,8050-8060"
+    config.Loopback.connect_timeout = 2.5
+    config.Loopback.max_connections = 16
+    policy = Loopback(config=config).policy()
+    assert policy == Policy(
+        enabled=frozenset({"app", "mylib"}),
+        disabled=frozenset({"mylib", "old"}),
+        ports=PortPolicy.parse("8000,8050-8060"),
+        connect_timeout=2.5,
+        header_timeout=7.0,
+        max_connections=16,
+    )
+    assert Policy.from_env(policy.to_env()) == policy
+    assert Loopback().policy().enabled is None
