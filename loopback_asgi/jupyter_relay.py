@@ -95,6 +95,10 @@ class _ResponseWriter(httputil.HTTPMessageDelegate):
         self.keep_alive = False
 
 
+class _NotLoggedIn(web.HTTPError):
+    """No Jupyter user: GET and HEAD go to the login page, the rest get 403."""
+
+
 async def _read(conn: HTTP1Connection, writer: _ResponseWriter) -> bool:
     """Read one response into ``writer``; ``False`` if the connection is not reusable after."""
     try:
@@ -206,7 +210,7 @@ class RelayMixin(WebSocketRelayMixin):
         try:
             await JupyterHandler.prepare(self, _redirect_to_login=False)  # type: ignore[arg-type]
             if self.current_user is None:  # every request, whatever allow_unauthenticated_access says
-                raise web.HTTPError(403, "Not authenticated with Jupyter.")
+                raise _NotLoggedIn(403, "Not authenticated with Jupyter.")
         except web.HTTPError as exc:
             if upgrade or not self._small_body():
                 raise
@@ -262,7 +266,7 @@ class RelayMixin(WebSocketRelayMixin):
         if self._pending is not None:
             return self._fail(*self._pending)
         if self._refusal is not None:
-            if self.current_user is None and self.request.method in ("GET", "HEAD"):
+            if isinstance(self._refusal, _NotLoggedIn) and self.request.method in ("GET", "HEAD"):
                 web.authenticated(lambda handler: None)(self)  # redirects to login
                 return
             raise self._refusal
