@@ -20,11 +20,13 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["Deadlines", "Runtime"]
+__all__ = ["GRACE", "Deadlines", "Runtime"]
 
 T = TypeVar("T")
 
 WORKERS = 32
+GRACE = 0.001
+"""How long the shell thread waits for a sync handler it just handed to the pool."""
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

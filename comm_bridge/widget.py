@@ -14,13 +14,14 @@ import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import wait
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anywidget
 
 from .fetch import Streams
-from .runtime import Runtime
+from .runtime import GRACE, Runtime
 
 __all__ = ["CommBridge", "Handler", "enable_comm_bridge", "off_request", "on_request"]
 
@@ -128,8 +129,12 @@ class CommBridge(anywidget.AnyWidget):
         elif inspect.iscoroutinefunction(handler):
             reply.task = self.runtime.spawn(_run_async(reply, handler(data, buffers), timeout, key))
         else:
+            running = self.runtime.submit(_run_sync, reply, handler, data, buffers, timeout, key)
             self.runtime.deadlines.add(timeout, lambda: reply.expire(timeout, key))
-            self.runtime.submit(_run_sync, reply, handler, data, buffers, timeout, key)
+            # Step aside for a moment: a fast handler then answers before ipykernel
+            # publishes this message's idle status, instead of queueing behind
+            # it for the GIL; a slow one costs the shell thread at most GRACE.
+            wait((running,), GRACE)
 
 
 class _Reply:
