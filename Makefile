@@ -37,7 +37,11 @@ lint: setup node_modules/.installed
 test: system-deps setup node_modules/.installed lint
 	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
+# wrk (req/s) and curl (downloads) keep the client from being the bottleneck;
+# without them benchmarks/run.py falls back to its own asyncio clients.
 bench: setup
+	@command -v wrk >/dev/null && command -v curl >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq wrk curl >/dev/null; } || true
 	$(PY) benchmarks/run.py
 
 clean:
