@@ -124,7 +124,7 @@ class Bench:
                 try:
                     samples.setdefault(row.key, []).extend(await fn(row, n // rounds))
                 except Exception as exc:  # any failure of a route is a result, not a crash
-                    for metric in metrics:
+                    for metric in filter(None, metrics):
                         self.record(metric, row, why(exc))
         for row in self.rows:
             if got := samples.get(row.key):
