@@ -171,8 +171,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     proc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope: Playwright's sync API keeps an asyncio loop running in the
+    # main thread while it is open, which would break the async tests of the
+    # modules collected after this one.
     from playwright.sync_api import sync_playwright
 
     if not os.path.exists(CHROMIUM):
