@@ -387,7 +387,7 @@ def table(results: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=300, help="round trips per latency figure")
+    parser.add_argument("-n", type=int, default=1000, help="round trips per latency figure")
     parser.add_argument("--repeat", type=int, default=5, help="runs per throughput figure (median)")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args()
