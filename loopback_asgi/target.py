@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 from .namespaces import NAME_PATTERN, Namespace
 
@@ -72,11 +72,18 @@ class TargetError(Exception):
         self.message = message
 
 
+def _param_name(part: bytes) -> bytes:
+    # Decoded as Jupyter (tornado's parse_qs) decodes it: ``%74oken=`` is ``token=`` too.
+    name = part.split(b"=", 1)[0]
+    return unquote_to_bytes(name.replace(b"+", b" ")) if b"%" in name or b"+" in name else name
+
+
 def strip_credentials(query: bytes) -> bytes:
-    """Drop ``token=`` and ``_xsrf=`` parameters, keep every other byte as sent."""
-    if not any(name in query for name in CREDENTIAL_PARAMS):
+    """Drop ``token=`` and ``_xsrf=`` parameters, however their names are percent-encoded;
+    keep every other byte as sent."""
+    if b"%" not in query and not any(name in query for name in CREDENTIAL_PARAMS):
         return query
-    kept = [part for part in query.split(b"&") if part.split(b"=", 1)[0] not in CREDENTIAL_PARAMS]
+    kept = [part for part in query.split(b"&") if _param_name(part) not in CREDENTIAL_PARAMS]
     return b"&".join(kept)
 
 

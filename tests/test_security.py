@@ -452,3 +452,25 @@ def test_max_connections_caps_upstream_websockets_too(upstream: int) -> None:
                 assert third.recv(timeout=10) == "x"
     finally:
         proc.stop()
+
+
+def test_jupyter_token_in_an_encoded_query_name_never_reaches_the_upstream(
+    jupyter_base: JupyterServer, upstream: int
+) -> None:
+    """jupyter-server-proxy #590 class, through Jupyter: ``?%74oken=<token>`` signs in (tornado
+    decodes parameter names) and must be stripped like ``?token=``.
+
+    Guards ``strip_credentials`` comparing decoded names (loopback_asgi/target.py). Seen failing
+    before that fix: the upstream received ``%74oken=<the Jupyter token>``.
+    """
+    accepting(jupyter_base.port)
+    token = jupyter_base.token
+    for name in ("token", "%74oken", "tok%65n", "%74%6F%6B%65%6E", "TOKEN"):
+        # A fresh client each time: no login cookie from the previous sign-in.
+        with httpx.Client(trust_env=False, timeout=30) as client:
+            r = client.get(jupyter_base.loopback(upstream, f"echo?{name}={token}&a=1"))
+        if name == "TOKEN":  # not a Jupyter credential: not signed in
+            assert r.status_code == 302
+            continue
+        assert r.status_code == 200, (name, r.status_code)
+        assert r.json()["query"] == "a=1" and token not in json.dumps(r.json()), (name, r.json()["query"])
