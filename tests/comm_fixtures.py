@@ -243,15 +243,16 @@ class Bridge:
 
     async def request(
         self, ns: str, kind: str, data: Any = None, buffers: Sequence[bytes] = (), timeout: float = 60
-    ) -> tuple[str, Any, list[bytes]]:
+    ) -> tuple[str, Any, list[memoryview]]:
+        """One request; the reply's buffers are the zmq frames' memoryviews, uncopied, as a page gets them."""
         id = self._id()
-        reply: asyncio.Future[tuple[str, Any, list[bytes]]] = asyncio.get_running_loop().create_future()
+        reply: asyncio.Future[tuple[str, Any, list[memoryview]]] = asyncio.get_running_loop().create_future()
 
         def handle(msg: dict[str, Any], bufs: list[memoryview]) -> None:
             if not reply.done():
                 status = msg["status"] if msg["op"] == "reply" else "error"
                 data = msg.get("data") if msg["op"] == "reply" else {"message": msg["message"]}
-                reply.set_result((status, data, [bytes(b) for b in bufs]))
+                reply.set_result((status, data, list(bufs)))
 
         self.pending[id] = handle
         self.send({"op": "request", "id": id, "ns": ns, "kind": kind, "data": data}, buffers)
