@@ -182,14 +182,15 @@ def _wrk(row: Row, total: int, concurrency: int, budget: float) -> float:
     finally:
         os.unlink(f.name)
     text = out.stdout + out.stderr
-    done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", text)
+    done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m|h)\b", text)
     if out.returncode != 0 or not done:
         raise MeasureError(f"wrk failed: {text.strip()[-200:]}")
     if m := re.search(r"Non-2xx or 3xx responses: (\d+)", text):
         raise MeasureError(f"{m[1]} of {done[1]} responses were not 2xx")
     if m := re.search(r"Socket errors: (.*)", text):
         raise MeasureError(f"socket errors: {m[1]}")
-    seconds = float(done[2]) / (1000 if done[3] == "ms" else 1)
+    # When the budget ran out first, the rate over the budget is still the rate.
+    seconds = float(done[2]) * {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}[done[3]]
     return int(done[1]) / seconds
 
 
