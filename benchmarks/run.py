@@ -30,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import measure
 import report
@@ -88,8 +89,6 @@ class Bench:
         self.rows: list[Row] = []
         self.results: report.Results = {}
         self.procs: list[servers.Proc] = []
-        self.summary = ""
-        self.when = ""
 
     def record(self, metric: str, row: Row, value: report.Value) -> None:
         self.results.setdefault(metric, {})[row.key] = value
@@ -211,7 +210,7 @@ class Bench:
                     if metric.key in self.results or metric.key == "first":
                         self.results.setdefault(metric.key, {}).setdefault(row.key, row.skip)
 
-    async def run(self) -> str:
+    async def run(self) -> dict[str, Any]:
         load = os.getloadavg()
         started = datetime.now(timezone.utc)
         try:
@@ -225,8 +224,6 @@ class Bench:
             for proc in reversed(self.procs):
                 proc.stop()
         load_end = os.getloadavg()
-        verdicts = report.targets(self.results)
-        tables = report.markdown_tables(self.results, [(r.key, r.label) for r in self.rows], verdicts)
         meta = (
             f"Run {started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, load average {load[0]:.1f} at start and "
             f"{load_end[0]:.1f} at the end; {'quick mode; ' if self.args.quick else ''}"
@@ -234,13 +231,30 @@ class Bench:
             f"{'wrk' if measure.shutil.which('wrk') else 'an asyncio client'} for req/s, "
             f"{'curl' if measure.shutil.which('curl') else 'an asyncio client'} for downloads."
         )
+        record = {
+            "meta": meta,
+            "when": f"{started:%Y-%m-%d}, load average {load[0]:.1f}–{load_end[0]:.1f}",
+            "rows": {r.key: r.label for r in self.rows},
+            "results": self.results,
+        }
         out = servers.HERE / "results"
         out.mkdir(exist_ok=True)
-        record = {"meta": meta, "rows": {r.key: r.label for r in self.rows}, "results": self.results}
-        (out / f"http-{started:%Y%m%dT%H%M%S}.json").write_text(json.dumps(record, indent=1))
-        self.summary = report.summary_table(self.results, [(r.key, r.label) for r in self.rows])
-        self.when = f"{started:%Y-%m-%d}, load average {load[0]:.1f}–{load_end[0]:.1f}"
-        return f"{meta}\n\n{tables}\n"
+        path = out / f"http-{started:%Y%m%dT%H%M%S}.json"
+        path.write_text(json.dumps(record, indent=1))
+        print(f"results saved to {path}")
+        return record
+
+
+def render(record: dict[str, Any]) -> tuple[str, str]:
+    """The docs' text (meta line, results, notes, targets) and the README's summary, from a saved run."""
+    results, rows = record["results"], list(record["rows"].items())
+    tables = report.markdown_tables(results, rows, report.targets(results))
+    summary = report.summary_table(results, rows)
+    when = record.get("when", "time not recorded")
+    return (
+        f"{record['meta']}\n\n{tables}\n",
+        f"{summary}\n\nOne run of `make bench` on a shared 2-core machine ({when}).\n",
+    )
 
 
 def why(exc: BaseException) -> str:
@@ -274,15 +288,18 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=None, help="sequential latency samples per route")
     parser.add_argument("--requests", type=int, default=None, help="requests per req/s run")
     parser.add_argument("--rounds", type=int, default=4, help="turns over the routes for latency samples")
+    parser.add_argument("--from-json", type=Path, help="measure nothing: show (and write) a saved run")
     args = parser.parse_args()
     args.samples = args.samples or (200 if args.quick else 3000)
     args.requests = args.requests or (500 if args.quick else 4000)
-    bench = Bench(args)
-    text = asyncio.run(bench.run())
+    if args.from_json:
+        record = json.loads(args.from_json.read_text())
+    else:
+        record = asyncio.run(Bench(args).run())
+    text, summary = render(record)
     print("\n" + text)
     if args.write_docs:
         replace_block(DOCS, START, END, text)
-        summary = f"{bench.summary}\n\nOne run of `make bench` on a shared 2-core machine ({bench.when}).\n"
         replace_block(README, SUMMARY_START, SUMMARY_END, summary)
         print(f"tables written to {DOCS} and {README}")
     return 0
