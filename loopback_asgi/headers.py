@@ -158,15 +158,19 @@ def rewrite_cookie_path(value: bytes, target: Target) -> bytes:
     return PATH_ATTR.sub(sub, value)
 
 
-def response_headers(headers: Iterable[tuple[bytes, bytes]], target: Target) -> Headers:
+def response_headers(headers: Iterable[tuple[bytes, bytes]], target: Target, status: int = 200) -> Headers:
     """The upstream's response headers as sent to the client.
 
     Hop-by-hop headers go; ``Content-Encoding`` and ``Content-Length`` pass
-    untouched; ``Location`` and cookie paths are rewritten when the
+    untouched, except on a 204 or 304, which carry no body whatever
+    ``Content-Length`` says (RFC 9110 §8.6) and would otherwise make the ASGI
+    server wait for one; ``Location`` and cookie paths are rewritten when the
     namespace asks for it (the default).
     """
     headers = list(headers)
     drop = HOP_BY_HOP | _connection_names(headers)
+    if status in (204, 304):
+        drop |= {b"content-length"}
     ns = target.namespace
     out: Headers = []
     for raw_name, value in headers:

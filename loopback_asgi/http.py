@@ -142,7 +142,7 @@ class HTTPRelay:
                 {
                     "type": "http.response.start",
                     "status": response.status_code,
-                    "headers": response_headers(response.headers.raw, target),
+                    "headers": response_headers(response.headers.raw, target, response.status_code),
                 }
             )
             # Watch for the client leaving whatever the declared length: an

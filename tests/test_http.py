@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -40,6 +42,46 @@ def test_head_has_no_body(client: httpx.Client, sidecar: str, upstream: int) -> 
     r = client.head(f"{sidecar}/app/{upstream}/json")
     assert r.status_code == 200
     assert r.content == b""
+
+
+@pytest.fixture
+def not_modified_upstream() -> Iterator[int]:
+    """A raw HTTP/1.1 server answering every request with a 304 that names a length.
+
+    RFC 9110 allows that ``Content-Length`` (the representation's size) on a
+    304 with no body; tornado's static files send it. uvicorn cannot, hence raw.
+    """
+    server = socket.create_server(("127.0.0.1", 0))
+    reply = b'HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 1234\r\n\r\n'
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = server.accept()
+            with conn:
+                buffered = b""
+                for _ in range(20):  # bounded: a few requests on one connection
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffered += data
+                    while b"\r\n\r\n" in buffered:
+                        _, buffered = buffered.split(b"\r\n\r\n", 1)
+                        conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    server.close()
+    thread.join(10)
+
+
+def test_not_modified_with_a_length_keeps_the_connection_usable(
+    client: httpx.Client, sidecar: str, not_modified_upstream: int
+) -> None:
+    for _ in range(3):  # one keep-alive connection each way
+        r = client.get(f"{sidecar}/app/{not_modified_upstream}/x", headers={"If-None-Match": '"v1"'})
+        assert r.status_code == 304
+        assert r.headers["etag"] == '"v1"'
 
 
 def test_raw_path_and_query_pass_unchanged(client: httpx.Client, sidecar: str, upstream: int) -> None:
