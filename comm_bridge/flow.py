@@ -3,8 +3,8 @@
 A :class:`Session` is one fetch or WebSocket: its ``inbox`` holds what the
 page sent (body chunks, frames, a close), its ``window`` the credit the page
 granted for what the kernel sends back. :func:`drain` turns a producer (an
-HTTP body, an upstream WebSocket) into batches, so a fast producer fills
-``CHUNK``-sized messages and a slow one is forwarded as soon as it yields.
+HTTP response body) into batches, so a fast producer fills ``CHUNK``-sized
+messages and a slow one is forwarded as soon as it yields.
 """
 
 from __future__ import annotations

@@ -30,11 +30,18 @@ __all__ = [
     "Ack",
     "Body",
     "Cancel",
+    "Credit",
+    "Data",
+    "Error",
     "Fetch",
+    "Head",
     "Reply",
     "Request",
     "WsClose",
+    "WsClosed",
+    "WsData",
     "WsOpen",
+    "WsOpened",
     "WsSend",
 ]
 
@@ -137,6 +144,66 @@ class WsClose(TypedDict):
     """Page → kernel: close with ``code`` and ``reason`` after the frames sent before it."""
 
     op: Literal["ws_close"]
+    id: int
+    code: int
+    reason: str
+
+
+class Head(TypedDict):
+    """Kernel → page: the upstream's status line and headers (decoded body: no Content-Encoding)."""
+
+    op: Literal["head"]
+    id: int
+    status: int
+    reason: str
+    headers: list[list[str]]
+
+
+class Data(TypedDict):
+    """Kernel → page: response body chunks (the buffers, possibly none); ``end`` marks the last."""
+
+    op: Literal["data"]
+    id: int
+    end: bool
+
+
+class Credit(TypedDict):
+    """Kernel → page: bytes of uploads or WebSocket frames passed upstream since the last credit."""
+
+    op: Literal["credit"]
+    id: int
+    bytes: int
+
+
+class Error(TypedDict):
+    """Kernel → page: a stream failed; ``status`` (400/403/502/504) before its head, 0 after."""
+
+    op: Literal["error"]
+    id: int
+    status: int
+    message: str
+
+
+class WsOpened(TypedDict):
+    """Kernel → page: the upstream accepted the WebSocket with ``protocol`` ("" for none)."""
+
+    op: Literal["ws_open"]
+    id: int
+    protocol: str
+
+
+class WsData(TypedDict):
+    """Kernel → page: frames as ``[text, final]`` pairs, one buffer each, as in :class:`WsSend`."""
+
+    op: Literal["ws_data"]
+    id: int
+    frames: list[list[int]]
+
+
+class WsClosed(TypedDict):
+    """Kernel → page: the connection closed with ``code`` (1006: without a close frame)."""
+
+    op: Literal["ws_closed"]
     id: int
     code: int
     reason: str
