@@ -28,6 +28,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from .conftest import Proc, peak_rss, rss_peak_rise, start
+from .security_fixtures import accepting
 
 JUPYTER_TOKEN = "jupyter-test-token-42"
 
@@ -123,6 +124,8 @@ def start_jupyter(base_url: str = "/", *args: str, env: dict[str, str] | None = 
         f"--ServerApp.base_url={base_url}", f"--ServerApp.root_dir={home}", *args,
     ]  # fmt: skip
     proc = start(cmd, r"http://127\.0\.0\.1:(\d+)/", env=full_env, timeout=60)
+    # The URL is logged a moment before the port is bound: wait until it accepts.
+    accepting(int(proc.match[1]))
     return JupyterServer(proc, int(proc.match[1]), base_url, JUPYTER_TOKEN, full_env)
 
 
