@@ -95,6 +95,15 @@ class Streams:
         else:
             raise ValueError(f"unknown op {op!r}")
 
+    async def aclose(self) -> None:
+        """Cancel every stream and close the HTTP client (on the loop thread)."""
+        tasks = [s.task for s in self.sessions.values() if s.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.close()
+
     def error(self, id: int, status: int, message: str) -> None:
         """Tell the page a stream failed: before its head ``status`` says how, after it 0."""
         self.send({"op": "error", "id": id, "status": status, "message": message}, ())

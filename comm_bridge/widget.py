@@ -94,7 +94,8 @@ class CommBridge(anywidget.AnyWidget):
         """Close the comm, cancel every stream and stop the bridge's threads."""
         super().close()
         runtime = getattr(self, "runtime", None)  # absent if __init__ failed
-        if runtime is not None:
+        if runtime is not None and not runtime.loop.is_closed():
+            runtime.spawn(self.streams.aclose()).result(10)
             runtime.close()
 
     def _on_msg(self, _widget: object, content: Any, buffers: list[memoryview]) -> None:

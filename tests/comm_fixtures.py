@@ -546,6 +546,7 @@ RUN_CELLS = """async (timeoutMs) => {
 __all__ = [
     "CHROMIUM",
     "CHROMIUM_ARGS",
+    "ENABLE",
     "LAB_CELL",
     "RUN_CELLS",
     "Bridge",

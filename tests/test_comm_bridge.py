@@ -13,6 +13,7 @@ import pytest
 from tests.comm_fixtures import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    ENABLE,
     LAB_CELL,
     ROOT,
     RUN_CELLS,
@@ -252,6 +253,27 @@ async def test_websocket_refused(bridge: Bridge) -> None:
         await ws.opened
     assert refused.value.status == 502
     assert (await ws.closed)[0] == 1006
+
+
+async def test_close_and_enable_again() -> None:
+    """Closing the bridge stops its threads cleanly; the next enable makes a new one that works."""
+    kernel = await Kernel().start()
+    try:
+        await kernel.execute(ENABLE)
+        old = await kernel.widget('kind: "comm_bridge"')
+        out = await kernel.execute(
+            "import threading, warnings\n"
+            "warnings.simplefilter('error')\n"
+            "BRIDGE.close()\n"
+            "print(sorted(t.name for t in threading.enumerate() if t.name.startswith('comm-bridge-loop')))\n"
+            "BRIDGE = comm_bridge.enable_comm_bridge()\n"
+            "warnings.resetwarnings()"
+        )
+        assert out.strip() == "[]"
+        new = next(c for c, state in kernel.comms.items() if c != old and 'kind: "comm_bridge"' in str(state))
+        assert (await Bridge(kernel, new).request("test", "echo", 1))[:2] == ("ok", {"echo": 1})
+    finally:
+        await kernel.stop()
 
 
 async def test_kernel_error_surfaces(bridge_kernel: Kernel) -> None:
