@@ -19,6 +19,7 @@ const WINDOW_MESSAGES = 256;
 const ACK_BYTES = WINDOW / 2;
 const ACK_MESSAGES = WINDOW_MESSAGES / 4;
 const FRAME_COST = 64;
+const REQUEST_BYTES = WINDOW;
 const BATCH_FRAMES = 64;
 const WAIT_FOR_BRIDGE_MS = 10000;
 const MAX_REDIRECTS = 20;
@@ -131,6 +132,9 @@ class Registry {
  * @param {Bytes[]} [buffers] @param {RequestOptions} [options] @returns {Promise<Reply>}
  */
 async function request(registry, ns, kind, data = null, buffers = [], options = {}) {
+  const size = buffers.reduce((n, b) => n + b.byteLength, 0);
+  // One comm message must stay under jupyter-server's 10 MiB WebSocket cap.
+  if (size > REQUEST_BYTES) return failure(`Request buffers are limited to ${REQUEST_BYTES} bytes; use fetch for more.`);
   const model = await registry.model(options.timeout || WAIT_FOR_BRIDGE_MS);
   if (!model) return failure(NO_BRIDGE);
   const id = registry.id();

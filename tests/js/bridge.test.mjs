@@ -85,6 +85,8 @@ test("request resolves data and buffers; errors resolve status error", async () 
   assert.deepEqual(reply.data, { echo: { a: 1 } });
   assert.deepEqual(reply.buffers.map((b) => [...b]), [[3, 2, 1], [8]]);
   assert.ok(reply.buffers[0] instanceof Uint8Array);
+  const huge = await api.request("t", "echo", null, [new Uint8Array(WINDOW + 1)]);
+  assert.match(huge.data.message, /limited to 8388608 bytes/);
   const missing = await api.request("t", "nope");
   assert.equal(missing.status, "error");
   assert.match(missing.data.message, /No handler for t\/nope/);
