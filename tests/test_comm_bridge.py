@@ -466,3 +466,34 @@ async def test_public_names() -> None:
     assert sorted(comm_bridge.__all__) == ["CommBridge", "Handler", "enable_comm_bridge", "off_request", "on_request"]
     with pytest.raises(ValueError):
         comm_bridge.on_request("", "kind")
+
+
+async def test_many_streams_at_once(bridge: Bridge, kernel_upstream: int) -> None:
+    """Requests, downloads, uploads and WebSockets interleaved on one comm, each answered exactly and whole."""
+
+    async def download(i: int) -> bool:
+        n = 1_500_000 + i
+        return await (await bridge.fetch(kernel_upstream, f"/bytes?n={n}")).read() == pattern(n)
+
+    async def upload(i: int) -> bool:
+        body = pattern(700_000 + i)
+        answer = __import__("json").loads(
+            await (await bridge.fetch(kernel_upstream, "/upload", "POST", body=body)).read()
+        )
+        return answer == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+    async def echo(i: int) -> bool:
+        status, data, buffers = await bridge.request("test", "echo", i, [bytes([i % 256]) * i])
+        return (status, data, buffers) == ("ok", {"echo": i}, [bytes([i % 256]) * i])
+
+    async def chat(i: int) -> bool:
+        ws = bridge.websocket(kernel_upstream, "/ws")
+        await ws.opened
+        for j in range(50):
+            await ws.send(f"{i}:{j}")
+        got = [await ws.recv() for _ in range(50)]
+        ws.close(4000 + i)
+        return got == [f"{i}:{j}" for j in range(50)] and (await ws.closed)[0] == 4000 + i
+
+    jobs = [f(i) for i in range(8) for f in (download, upload, echo, chat)]
+    assert all(await asyncio.wait_for(asyncio.gather(*jobs), 120))
