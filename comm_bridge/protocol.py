@@ -64,7 +64,13 @@ Op = Literal["request", "fetch", "body", "ack", "cancel", "ws_open", "ws_send", 
 
 
 class Request(TypedDict):
-    """Page → kernel: call the handler registered for ``(ns, kind)``."""
+    """Page → kernel: call the handler registered for ``(ns, kind)``.
+
+    Buffers totalling more than ``CHUNK`` are announced by a ``sizes`` list
+    instead and follow as :class:`Body` messages, paced by credit; a
+    :class:`Reply` that large likewise carries ``sizes`` and is followed by
+    :class:`Data` messages.
+    """
 
     op: Literal["request"]
     id: int

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 import anywidget
 
 from .fetch import Streams
+from .protocol import CHUNK, FRAME_COST
 from .runtime import GRACE, Runtime
 
 __all__ = ["CommBridge", "Handler", "enable_comm_bridge", "off_request", "on_request"]
@@ -84,6 +86,7 @@ class CommBridge(anywidget.AnyWidget):
         self.runtime = Runtime()
         self.streams = Streams(self.post, self.runtime, ports)
         self.requests: dict[int, _Reply] = {}
+        self.gathering: dict[int, tuple[dict[str, Any], list[int], list[bytes]]] = {}
         self.on_msg(self._on_msg)
 
     def post(self, content: dict[str, Any], buffers: Sequence[bytes | memoryview] = ()) -> None:
@@ -107,12 +110,30 @@ class CommBridge(anywidget.AnyWidget):
         try:
             if op == "cancel" and content["id"] in self.requests:
                 self.requests[content["id"]].cancel()
+            elif op == "request" and "sizes" in content:
+                # Buffers over CHUNK follow in ``body`` messages.
+                self.gathering[content["id"]] = (content, [int(n) for n in content["sizes"]], [])
+            elif op == "body" and content["id"] in self.gathering:
+                self._gather(content, buffers)
             elif op == "request":
                 self._request(content, [bytes(b) for b in buffers])
             else:
                 self.streams.handle(op, content, buffers)
         except (KeyError, TypeError, ValueError) as exc:
             self.post({"op": "error", "id": content["id"], "status": 400, "message": f"Bad message: {exc}"})
+
+    def _gather(self, body: dict[str, Any], buffers: list[memoryview]) -> None:
+        msg, sizes, parts = self.gathering[body["id"]]
+        parts.extend(bytes(b) for b in buffers)
+        self.post({"op": "credit", "id": body["id"], "bytes": sum(len(b) + FRAME_COST for b in buffers)})
+        if not body.get("end"):
+            return
+        del self.gathering[body["id"]]
+        whole = b"".join(parts)
+        if len(whole) != sum(sizes) or min(sizes, default=0) < 0:
+            raise ValueError("the request's buffers do not add up to their sizes")
+        offsets = list(itertools.accumulate(sizes, initial=0))
+        self._request(msg, [whole[a:b] for a, b in itertools.pairwise(offsets)])
 
     def _request(self, msg: dict[str, Any], buffers: list[bytes]) -> None:
         reply = _Reply(self, msg["id"])
@@ -164,10 +185,18 @@ class _Reply:
             return self.error("The handler's buffers must be bytes-like.")
         if not self._claim():
             return
+        reply = {"op": "reply", "id": self.id, "status": "ok", "data": data}
+        total = sum(b.nbytes for b in out)
         try:
-            self.bridge.post({"op": "reply", "id": self.id, "status": "ok", "data": data}, out)
+            if total <= CHUNK:
+                return self.bridge.post(reply, out)
+            # Larger buffers follow in CHUNK pieces, as everything else on this comm.
+            self.bridge.post({**reply, "sizes": [b.nbytes for b in out]})
         except (TypeError, ValueError) as exc:
-            self._send_error(f"The handler's reply is not JSON: {exc}.")
+            return self._send_error(f"The handler's reply is not JSON: {exc}.")
+        whole = memoryview(b"".join(out))
+        for at in range(0, total, CHUNK):
+            self.bridge.post({"op": "data", "id": self.id, "end": at + CHUNK >= total}, [whole[at : at + CHUNK]])
 
     def error(self, message: str) -> None:
         if self._claim():

@@ -11,6 +11,7 @@ drives the same classes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -227,6 +228,8 @@ class Bridge:
         self.comm_id = comm_id
         self.pending: dict[int, Custom] = {}
         self.next = random.getrandbits(32) << 20
+        self.largest = 0
+        """The largest buffer the kernel has sent this page."""
         kernel.on_custom[comm_id] = self._route
 
     def _route(self, msg: dict[str, Any], buffers: list[memoryview]) -> None:
@@ -244,18 +247,47 @@ class Bridge:
     async def request(
         self, ns: str, kind: str, data: Any = None, buffers: Sequence[bytes] = (), timeout: float = 60
     ) -> tuple[str, Any, list[memoryview]]:
-        """One request; the reply's buffers are the zmq frames' memoryviews, uncopied, as a page gets them."""
+        """One request, as bridge.js sends it: buffers over CHUNK in all follow in credit-paced pieces.
+
+        Small replies' buffers are the zmq frames' memoryviews, uncopied, as a
+        page gets them; a reply sent in pieces is joined and split again.
+        """
         id = self._id()
         reply: asyncio.Future[tuple[str, Any, list[memoryview]]] = asyncio.get_running_loop().create_future()
+        credit = _Credit()
+        incoming: list[Any] = []
 
         def handle(msg: dict[str, Any], bufs: list[memoryview]) -> None:
-            if not reply.done():
-                status = msg["status"] if msg["op"] == "reply" else "error"
-                data = msg.get("data") if msg["op"] == "reply" else {"message": msg["message"]}
-                reply.set_result((status, data, list(bufs)))
+            self.largest = max([self.largest, *(len(b) for b in bufs)])
+            if reply.done():
+                return
+            if msg["op"] == "credit":
+                credit.give(msg["bytes"])
+            elif msg["op"] == "reply" and "sizes" in msg:
+                incoming.append(msg)
+            elif msg["op"] == "data" and incoming:
+                incoming.extend(bytes(b) for b in bufs)
+                if msg["end"]:
+                    whole = memoryview(b"".join(incoming[1:]))
+                    offsets = list(itertools.accumulate(incoming[0]["sizes"], initial=0))
+                    parts = [whole[a:b] for a, b in itertools.pairwise(offsets)]
+                    reply.set_result((incoming[0]["status"], incoming[0]["data"], parts))
+            elif msg["op"] == "reply":
+                reply.set_result((msg["status"], msg.get("data"), list(bufs)))
+            elif msg["op"] == "error":
+                reply.set_result(("error", {"message": msg["message"]}, []))
 
         self.pending[id] = handle
-        self.send({"op": "request", "id": id, "ns": ns, "kind": kind, "data": data}, buffers)
+        head = {"op": "request", "id": id, "ns": ns, "kind": kind, "data": data}
+        if sum(len(b) for b in buffers) <= CHUNK:
+            self.send(head, buffers)
+        else:
+            self.send({**head, "sizes": [len(b) for b in buffers]})
+            view = memoryview(b"".join(buffers))
+            for at in range(0, len(view), CHUNK):
+                piece = view[at : at + CHUNK]
+                await credit.take(len(piece) + FRAME_COST)
+                self.send({"op": "body", "id": id, "end": at + CHUNK >= len(view)}, [piece])
         try:
             return await asyncio.wait_for(reply, timeout)
         finally:

@@ -41,6 +41,15 @@ async def test_request_reply_with_buffers(bridge: Bridge) -> None:
     assert buffers == [b"cba", b"", bytes(70_000)]
 
 
+async def test_large_request_and_reply_travel_in_pieces(bridge: Bridge) -> None:
+    big, small = pattern(5 * MB + 3), b"xyz"
+    bridge.largest = 0
+    status, data, buffers = await bridge.request("test", "echo", "big", [big, small, b""])
+    assert (status, data) == ("ok", {"echo": "big"})
+    assert [bytes(b) for b in buffers] == [big[::-1], b"zyx", b""]
+    assert 0 < bridge.largest <= 1 << 20
+
+
 async def test_unknown_handler_is_an_error(bridge: Bridge) -> None:
     status, data, buffers = await bridge.request("nope", "missing")
     assert status == "error"

@@ -19,7 +19,6 @@ const WINDOW_MESSAGES = 256;
 const ACK_BYTES = WINDOW / 2;
 const ACK_MESSAGES = WINDOW_MESSAGES / 4;
 const FRAME_COST = 64;
-const REQUEST_BYTES = WINDOW;
 const BATCH_FRAMES = 64;
 const WAIT_FOR_BRIDGE_MS = 10000;
 const MAX_REDIRECTS = 20;
@@ -132,12 +131,16 @@ class Registry {
  * @param {Bytes[]} [buffers] @param {RequestOptions} [options] @returns {Promise<Reply>}
  */
 async function request(registry, ns, kind, data = null, buffers = [], options = {}) {
-  const size = buffers.reduce((n, b) => n + b.byteLength, 0);
-  // One comm message must stay under jupyter-server's 10 MiB WebSocket cap.
-  if (size > REQUEST_BYTES) return failure(`Request buffers are limited to ${REQUEST_BYTES} bytes; use fetch for more.`);
   const model = await registry.model(options.timeout || WAIT_FOR_BRIDGE_MS);
   if (!model) return failure(NO_BRIDGE);
   const id = registry.id();
+  const views = buffers.map(bytes);
+  // Buffers over CHUNK in all travel after the request in CHUNK pieces, paced
+  // by credit, and so may a reply's: no message nears the 10 MiB cap.
+  const chunked = views.reduce((n, b) => n + b.byteLength, 0) > CHUNK;
+  const credit = new Credit();
+  /** @type {{msg: any, parts: Uint8Array[]} | null} */
+  let incoming = null;
   return new Promise((resolve) => {
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     let timer;
@@ -146,6 +149,7 @@ async function request(registry, ns, kind, data = null, buffers = [], options = 
       clearTimeout(timer);
       options.signal?.removeEventListener("abort", abort);
       registry.pending.delete(id);
+      credit.give(Infinity);
       resolve(reply);
     };
     /** @param {string} message */
@@ -155,23 +159,48 @@ async function request(registry, ns, kind, data = null, buffers = [], options = 
       post(model, { op: "cancel", id });
     };
     const abort = () => giveUp("The request was aborted.");
-    registry.pending.set(id, {
-      model,
-      handle: (msg, bufs) =>
-        msg.op === "reply"
-          ? finish({ status: msg.status === "ok" ? "ok" : "error", data: msg.data ?? null, buffers: bufs })
-          : finish(failure(String(msg.message))),
-      fail: (message) => finish(failure(message)),
-    });
+    /** @param {any} msg @param {Uint8Array[]} bufs */
+    const reply = (msg, bufs) =>
+      finish({ status: msg.status === "ok" ? "ok" : "error", data: msg.data ?? null, buffers: bufs });
+    /** @param {any} msg @param {Uint8Array[]} bufs */
+    const handle = (msg, bufs) => {
+      if (msg.op === "reply" && Array.isArray(msg.sizes)) incoming = { msg, parts: [] };
+      else if (msg.op === "reply") reply(msg, bufs);
+      else if (msg.op === "credit") credit.give(Number(msg.bytes));
+      else if (msg.op === "data" && incoming) {
+        incoming.parts.push(...bufs);
+        if (msg.end) reply(incoming.msg, split(concat(incoming.parts), incoming.msg.sizes));
+      } else if (msg.op === "error") finish(failure(String(msg.message)));
+    };
+    registry.pending.set(id, { model, handle, fail: (message) => finish(failure(message)) });
     if (options.timeout) timer = setTimeout(() => giveUp(`No reply within ${options.timeout} ms.`), options.timeout);
     if (options.signal?.aborted) return abort();
     options.signal?.addEventListener("abort", abort, { once: true });
+    const head = { op: "request", id, ns: String(ns), kind: String(kind), data };
     try {
-      post(model, { op: "request", id, ns: String(ns), kind: String(kind), data }, buffers);
+      if (!chunked) return post(model, head, views);
+      post(model, { ...head, sizes: views.map((b) => b.byteLength) });
+      upload(model, id, concat(views), credit, () => !registry.pending.has(id)).catch((err) =>
+        finish(failure(`The request could not be sent: ${err}`)),
+      );
     } catch (err) {
       finish(failure(`The request could not be sent: ${err}`));
     }
   });
+}
+
+/** @param {Uint8Array[]} parts @returns {Uint8Array} */
+function concat(parts) {
+  if (parts.length === 1) return parts[0];
+  const whole = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  parts.reduce((at, p) => (whole.set(p, at), at + p.byteLength), 0);
+  return whole;
+}
+
+/** @param {Uint8Array} whole @param {number[]} sizes @returns {Uint8Array[]} */
+function split(whole, sizes) {
+  let at = 0;
+  return sizes.map((n) => whole.subarray(at, (at += n)));
 }
 
 /** Credit for what this page sends on one stream (uploads, WebSocket frames). */
@@ -570,8 +599,7 @@ class BridgeWebSocket extends EventTarget {
   /** @param {boolean} text @param {Uint8Array[]} parts */
   _message(text, parts) {
     if (this.readyState !== 1 && this.readyState !== 2) return;
-    let whole = parts.length === 1 ? parts[0] : new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-    if (parts.length > 1) parts.reduce((at, p) => (whole.set(p, at), at + p.byteLength), 0);
+    const whole = concat(parts);
     /** @type {any} */
     let data;
     if (text) data = new TextDecoder().decode(whole);

@@ -85,11 +85,38 @@ test("request resolves data and buffers; errors resolve status error", async () 
   assert.deepEqual(reply.data, { echo: { a: 1 } });
   assert.deepEqual(reply.buffers.map((b) => [...b]), [[3, 2, 1], [8]]);
   assert.ok(reply.buffers[0] instanceof Uint8Array);
-  const huge = await api.request("t", "echo", null, [new Uint8Array(WINDOW + 1)]);
-  assert.match(huge.data.message, /limited to 8388608 bytes/);
   const missing = await api.request("t", "nope");
   assert.equal(missing.status, "error");
   assert.match(missing.data.message, /No handler for t\/nope/);
+});
+
+test("large request buffers and replies travel in CHUNK pieces", async () => {
+  const model = bridge();
+  let head = null;
+  const parts = [];
+  model.kernel = (msg, buffers) => {
+    if (msg.op === "request") return void (head = msg);
+    if (msg.op !== "body") return;
+    parts.push(...buffers);
+    model.reply({ op: "credit", id: msg.id, bytes: buffers.reduce((n, b) => n + b.byteLength + 64, 0) });
+    if (!msg.end) return;
+    const whole = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+    parts.reduce((at, p) => (whole.set(p, at), at + p.byteLength), 0);
+    whole.reverse(); // the "handler"; the reply comes back in pieces too
+    model.reply({ op: "reply", id: msg.id, status: "ok", data: "big", sizes: [whole.length - 3, 3] });
+    for (let at = 0; at < whole.length; at += CHUNK)
+      model.reply({ op: "data", id: msg.id, end: at + CHUNK >= whole.length }, [whole.subarray(at, at + CHUNK)]);
+  };
+  const a = new Uint8Array(9 * CHUNK + 5).map((_, i) => i % 249);
+  const b = new Uint8Array([1, 2, 3]);
+  const reply = await globalThis.__jupyter_loopback__.request("t", "big", null, [a, b]);
+  assert.deepEqual(head.sizes, [a.length, 3]);
+  assert.equal(model.ops("request")[0].buffers.length, 0);
+  assert.ok(model.sent.every((m) => m.buffers.every((x) => x.byteLength <= CHUNK)), "no message over CHUNK");
+  assert.equal(reply.status, "ok");
+  const expected = new Uint8Array([...a, ...b]).reverse();
+  assert.deepEqual(reply.buffers.map((x) => x.byteLength), [expected.length - 3, 3]);
+  assert.deepEqual(new Uint8Array([...reply.buffers[0], ...reply.buffers[1]]), expected);
 });
 
 test("request times out, aborts, and waits for a bridge that appears later", async () => {
