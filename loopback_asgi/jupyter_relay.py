@@ -44,6 +44,9 @@ HOP_BY_HOP = frozenset(
     | {"transfer-encoding", "upgrade", "expect", "forwarded"}
 )
 CREDENTIAL = re.compile(r"\s*(token|bearer)\s+(\S+)\s*$", re.IGNORECASE)
+# Methods beyond tornado's seven that apps behind the route use (WebDAV,
+# CalDAV, the QUERY draft): the relay passes them like any other.
+EXTRA_METHODS = ("PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT", "SEARCH", "QUERY")
 
 
 class _ResponseWriter(httputil.HTTPMessageDelegate):
@@ -319,6 +322,8 @@ class RelayMixin(WebSocketRelayMixin):
         await self._relay()
 
     put = patch = delete = head = options = post
+    propfind = proppatch = mkcol = copy = move = lock = unlock = report = search = query = post
+    SUPPORTED_METHODS = (*web.RequestHandler.SUPPORTED_METHODS, *EXTRA_METHODS)
 
     def on_close(self) -> None:
         super().on_close()

@@ -397,6 +397,14 @@ def test_http_semantics_pass_through(jupyter_base: JupyterServer, upstream: int)
         assert c.get(jupyter_base.loopback(upstream, "json"), headers=auth).json() == {"hello": "world"}
 
 
+@pytest.mark.parametrize("method", ["PROPFIND", "MKCOL", "REPORT", "QUERY"])
+def test_webdav_style_methods_reach_the_upstream(jupyter_base: JupyterServer, upstream: int, method: str) -> None:
+    with jupyter_base.client() as c:
+        r = c.request(method, jupyter_base.loopback(upstream, "echo/dav"), headers=jupyter_base.auth, content=b"<x/>")
+    assert r.status_code == 200
+    assert (r.json()["method"], r.json()["size"]) == (method, 4)
+
+
 def test_token_visit_logs_the_browser_in(jupyter_base: JupyterServer, upstream: int) -> None:
     with jupyter_base.client() as c:
         r = c.get(jupyter_base.loopback(upstream, f"headers?token={jupyter_base.token}"))
