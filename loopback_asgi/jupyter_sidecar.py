@@ -147,6 +147,10 @@ class Sidecar:
     async def connect(self, *, reuse: bool = True) -> IOStream:
         """A stream to the sidecar: an idle pooled one if ``reuse``, else a new one."""
         now = time.monotonic()
+        # Oldest first: close every expired idle stream, not only those popped,
+        # so a burst's pool shrinks back once traffic calms down.
+        while self._idle and now - self._idle[0][1] >= self.idle_seconds:
+            self._idle.pop(0)[0].close()
         while reuse and self._idle:
             stream, since = self._idle.pop()
             if now - since < self.idle_seconds and not stream.closed() and not _readable(stream):
