@@ -93,6 +93,9 @@ class HTTPRelay:
         # The header timeout starts once the request body is sent; an upload
         # has no deadline of its own (as nginx's proxy_read_timeout).
         scope_ = anyio.CancelScope(deadline=math.inf)
+        # Set once the request body is read: from then on ``receive()`` only
+        # reports the client leaving, which the watcher below waits for.
+        body_read = anyio.Event()
         body: AsyncIterator[bytes] | None = None
         if _has_body(scope):
 
@@ -106,10 +109,12 @@ class HTTPRelay:
                     if message.get("body"):
                         yield message["body"]
                 scope_.deadline = anyio.current_time() + ns.header_timeout
+                body_read.set()
 
             body = stream_body()
         else:
             scope_.deadline = anyio.current_time() + ns.header_timeout
+            body_read.set()
 
         request = httpx.Request(
             scope["method"],
@@ -121,6 +126,26 @@ class HTTPRelay:
             },
         )
         where = f"namespace {ns.name!r} port {target.port}"
+        # One watcher per request, from the end of the request body to the end
+        # of the response: a client that leaves while the upstream is still
+        # thinking, or stalls mid-body, releases the upstream connection at once.
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                await body_read.wait()
+                await _wait_disconnect(receive)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            try:
+                await self._exchange(scope, send, request, target, scope_, where)
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _exchange(
+        self, scope: Scope, send: Send, request: httpx.Request, target: Target, scope_: anyio.CancelScope, where: str
+    ) -> None:
+        """Send ``request`` upstream and relay its answer; never raises for upstream or client failures."""
         try:
             with scope_:
                 response = await self.transport.handle_async_request(request)
@@ -145,24 +170,11 @@ class HTTPRelay:
                     "headers": response_headers(response.headers.raw, target, response.status_code),
                 }
             )
-            # Watch for the client leaving whatever the declared length: an
-            # upstream can stall mid-body, small or not, and only the client's
-            # disconnect then releases the upstream connection.
-            async with anyio.create_task_group() as tg:
-
-                async def watch() -> None:
-                    await _wait_disconnect(receive)
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(watch)
-                try:
-                    await self._pump(response, send)
-                except httpx.HTTPError as exc:
-                    # Caught here, not around the task group, which would wrap
-                    # it in an ExceptionGroup. Cut the client's stream: returning
-                    # without the final body message makes the server close it.
-                    log.info("jupyter-loopback: upstream %s dropped mid-body: %r", where, exc)
-                tg.cancel_scope.cancel()
+            await self._pump(response, send)
+        except httpx.HTTPError as exc:
+            # Cut the client's stream: returning without the final body
+            # message makes the server close the connection.
+            log.info("jupyter-loopback: upstream %s dropped mid-body: %r", where, exc)
         finally:
             await response.aclose()
 

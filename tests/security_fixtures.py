@@ -159,6 +159,7 @@ class FaultUpstream:
     held: int = 0
     peak_held: int = 0
     connections: int = 0
+    started: list[str] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     _release: dict[int, asyncio.Event] = field(default_factory=dict)
 
@@ -194,6 +195,10 @@ class FaultUpstream:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def wait_started(self, path: str, timeout: float) -> bool:
+        """Wait (bounded) until a request for ``path`` has arrived."""
+        return bool(wait_until(lambda: path in self.started, timeout))
+
     def wait_ended(self, path: str, timeout: float) -> Ended | None:
         found = wait_until(lambda: next((e for e in self.ended if e.path == path), None), timeout)
         return found  # type: ignore[no-any-return]
@@ -228,6 +233,7 @@ class FaultUpstream:
             target = head.split(b" ", 2)[1].decode("latin-1")
             path, _, query = target.partition("?")
             state["path"] = path
+            self.started.append(path)
             args = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
             keep, sent = await self._answer(path, args, reader, writer, state)
             state["sent"] += sent

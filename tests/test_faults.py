@@ -134,6 +134,28 @@ def test_client_leaving_a_stalled_small_body_closes_the_upstream(quick: Proc, fa
     figure("test_faults::stalled_small_body", "upstream closed after (ms)", round((ended.at - left_at) * 1000))
 
 
+def test_client_leaving_before_the_headers_closes_the_upstream(
+    sidecars: Callable[..., Proc], fault_upstream: FaultUpstream
+) -> None:
+    """The upstream never answers; the client gives up long before the header timeout (60 s).
+
+    Regression: the disconnect watcher used to start only with the response,
+    so this upstream connection was held until the header timeout; seen
+    failing that way (still open after PROMPT) before the watcher moved.
+    """
+    base = sidecars(env={"JUPYTER_LOOPBACK_HEADER_TIMEOUT": "60"}).match[1]
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        target = f"/app/{fault_upstream.port}/stall"
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: token {TOKEN}\r\n\r\n".encode())
+        assert fault_upstream.wait_started("/stall", PROMPT + 5), "the request never reached the upstream"
+        left_at = time.monotonic()
+    ended = fault_upstream.wait_ended("/stall", PROMPT + 5)
+    assert ended is not None, "the sidecar kept the upstream connection after its client left"
+    assert ended.at - left_at < PROMPT
+    figure("test_faults::left_before_headers", "upstream closed after (ms)", round((ended.at - left_at) * 1000))
+
+
 def test_sidecar_sigkilled_mid_download_then_restarted(fault_upstream: FaultUpstream) -> None:
     """SIGKILL during a download: the client's stream is cut, the upstream sees its connection
     close, and a sidecar started again on the same port serves the next request."""
