@@ -35,8 +35,17 @@ class Window:
         self._moved = asyncio.Event()
 
     async def reserve(self, size: int) -> None:
-        """Wait until the page has room, then count ``size`` bytes in one message as in flight."""
-        while self.bytes >= WINDOW or self.messages >= WINDOW_MESSAGES:
+        """Wait until the page has room, then count ``size`` bytes in one message as in flight.
+
+        A message of up to half the window waits until it fits, so in flight
+        stays within ``WINDOW`` (a batch may run a little past ``CHUNK``); the
+        page acknowledges every ``WINDOW // 2`` bytes, so it always fits in the
+        end. A larger one (a whole WebSocket message) waits only for the window
+        to be under ``WINDOW``.
+        """
+        while self.messages >= WINDOW_MESSAGES or (
+            self.bytes + size > WINDOW if size <= WINDOW // 2 else self.bytes >= WINDOW
+        ):
             self._moved.clear()
             await self._moved.wait()
         self.bytes += size
