@@ -7,35 +7,22 @@ chunk by chunk from ``aiter_raw()``, so ``Content-Encoding`` stays intact.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
-import math
 from collections.abc import AsyncIterator, Collection
 
-import anyio
-import httpcore
 import httpx
 
 from .errors import send_error
 from .headers import request_headers, response_headers
 from .target import Target
+from .transport import LoopbackTransport
 from .types import Receive, Scope, Send
 
 __all__ = ["HTTPRelay"]
 
 log = logging.getLogger("loopback_asgi")
-
-# httpcore reads a response body 64 KiB at a time, and every read is a trip
-# through anyio, httpcore and h11. asyncio and uvloop hand over up to 256 KiB
-# per socket read; taking that whole cuts the relay's CPU per GB by about 30%
-# (benchmarks/, docs/benchmarks.md). Memory per response stays bounded by it.
-READ_SIZE = 256 * 1024
-
-
-def _widen_reads() -> None:
-    # READ_NUM_BYTES is httpcore's class-level knob for the read size.
-    cls = httpcore.AsyncHTTP11Connection
-    if getattr(cls, "READ_NUM_BYTES", READ_SIZE) < READ_SIZE:
-        cls.READ_NUM_BYTES = READ_SIZE
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -52,26 +39,77 @@ def _has_body(scope: Scope) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=4096)
+def _origin(host: str, port: int) -> httpx.URL:
+    # The request target travels in the ``target`` extension, so the URL
+    # (parsed and validated once per upstream) is shared by its requests.
+    return httpx.URL(scheme="http", host=host, port=port, path="/")
+
+
+class _Guard:
+    """Ends one relay early, for one reason: the header deadline passed or the client left.
+
+    The deadline is a timer and the client is watched by one small task from
+    the end of the request body on; either cancels the relay's task, which
+    closes the upstream connection wherever it was waiting.
+    """
+
+    __slots__ = ("closed", "reason", "started", "task", "timer", "watcher")
+
+    def __init__(self) -> None:
+        self.task = asyncio.current_task()
+        self.reason: str | None = None
+        self.closed = False
+        self.started = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.watcher: asyncio.Task[None] | None = None
+
+    def arm(self, receive: Receive, header_timeout: float) -> None:
+        """The request body is read: start the header deadline and watch for the client leaving."""
+        self.timer = asyncio.get_running_loop().call_later(header_timeout, self._fire, "timeout")
+        self.watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        self.watcher.add_done_callback(self._left)
+
+    def headers_arrived(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _left(self, watcher: asyncio.Task[None]) -> None:
+        if not watcher.cancelled() and watcher.exception() is None:
+            self._fire("gone")
+
+    def _fire(self, reason: str) -> None:
+        if self.reason is None and not self.closed and self.task is not None:
+            self.reason = reason
+            self.task.cancel()
+
+    def caught(self) -> str | None:
+        """Called on ``CancelledError``: our reason (the cancellation is then consumed) or None (re-raise it)."""
+        if self.reason is not None and self.task is not None and hasattr(self.task, "uncancel"):
+            self.task.uncancel()
+        return self.reason
+
+    def close(self) -> None:
+        """No await: runs in ``finally`` whatever happened."""
+        self.closed = True
+        self.headers_arrived()
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+
 class HTTPRelay:
-    """Relays HTTP requests over one pooled keep-alive ``httpx.AsyncHTTPTransport``.
+    """Relays HTTP requests over one pooled keep-alive :class:`LoopbackTransport`.
 
     Requests go to the transport directly: the ``AsyncClient`` layer above it
-    (auth, redirects, a cookie jar) has nothing to do in a relay and costs
-    about a fifth of its CPU per request. A bare transport reads no proxy
-    environment variables, so a user's ``HTTP_PROXY`` cannot capture a
-    127.0.0.1 request. Call :meth:`aclose` when done (the app's lifespan does).
+    (auth, redirects, a cookie jar) has nothing to do in a relay. The
+    transport reads no proxy environment variables, so a user's
+    ``HTTP_PROXY`` cannot capture a 127.0.0.1 request. Call :meth:`aclose`
+    when done (the app's lifespan does).
     """
 
     def __init__(self, *, max_connections: int | None = None, secrets: Collection[bytes] = ()) -> None:
-        _widen_reads()
-        self.transport = httpx.AsyncHTTPTransport(
-            trust_env=False,
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections or 256,
-                keepalive_expiry=30,
-            ),
-        )
+        self.transport = LoopbackTransport(max_connections=max_connections, keepalive_expiry=30)
         self.secrets = frozenset(secrets)
 
     async def aclose(self) -> None:
@@ -90,12 +128,10 @@ class HTTPRelay:
             secrets=self.secrets,
             trust_forwarded=trust_forwarded,
         )
-        # The header timeout starts once the request body is sent; an upload
-        # has no deadline of its own (as nginx's proxy_read_timeout).
-        scope_ = anyio.CancelScope(deadline=math.inf)
-        # Set once the request body is read: from then on ``receive()`` only
-        # reports the client leaving, which the watcher below waits for.
-        body_read = anyio.Event()
+        # The header deadline starts once the request body is sent; an upload
+        # has no deadline of its own (as nginx's proxy_read_timeout). From
+        # then on ``receive()`` only reports the client leaving.
+        guard = _Guard()
         body: AsyncIterator[bytes] | None = None
         if _has_body(scope):
 
@@ -108,47 +144,42 @@ class HTTPRelay:
                     more = message.get("more_body", False)
                     if message.get("body"):
                         yield message["body"]
-                scope_.deadline = anyio.current_time() + ns.header_timeout
-                body_read.set()
+                guard.arm(receive, ns.header_timeout)
 
             body = stream_body()
         else:
-            scope_.deadline = anyio.current_time() + ns.header_timeout
-            body_read.set()
+            guard.arm(receive, ns.header_timeout)
 
         request = httpx.Request(
             scope["method"],
-            httpx.URL(scheme="http", host=ns.host, port=target.port, raw_path=target.target.encode("latin-1")),
+            _origin(ns.host, target.port),
             headers=headers,
             content=body,
             extensions={
-                "timeout": {"connect": ns.connect_timeout, "read": None, "write": None, "pool": ns.connect_timeout}
+                "target": target.target.encode("latin-1"),
+                "timeout": {"connect": ns.connect_timeout, "read": None, "write": None, "pool": ns.connect_timeout},
             },
         )
         where = f"namespace {ns.name!r} port {target.port}"
-        # One watcher per request, from the end of the request body to the end
-        # of the response: a client that leaves while the upstream is still
-        # thinking, or stalls mid-body, releases the upstream connection at once.
-        async with anyio.create_task_group() as tg:
-
-            async def watch() -> None:
-                await body_read.wait()
-                await _wait_disconnect(receive)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(watch)
-            try:
-                await self._exchange(scope, send, request, target, scope_, where)
-            finally:
-                tg.cancel_scope.cancel()
+        try:
+            await self._exchange(scope, send, request, target, guard, where)
+        except asyncio.CancelledError:
+            # A client that left needs no answer; a missed deadline gets 504
+            # unless the response had started (then its stream is cut).
+            reason = guard.caught()
+            if reason is None:
+                raise
+            if reason == "timeout" and not guard.started:
+                await send_error(scope, send, 504, f"The server on {where} sent no response in time.")
+        finally:
+            guard.close()
 
     async def _exchange(
-        self, scope: Scope, send: Send, request: httpx.Request, target: Target, scope_: anyio.CancelScope, where: str
+        self, scope: Scope, send: Send, request: httpx.Request, target: Target, guard: _Guard, where: str
     ) -> None:
         """Send ``request`` upstream and relay its answer; never raises for upstream or client failures."""
         try:
-            with scope_:
-                response = await self.transport.handle_async_request(request)
+            response = await self.transport.handle_async_request(request)
         except ClientGone:
             return
         except httpx.ConnectTimeout:
@@ -160,9 +191,10 @@ class HTTPRelay:
         except httpx.HTTPError as exc:
             log.info("jupyter-loopback: upstream %s failed before its headers: %r", where, exc)
             return await send_error(scope, send, 502, f"The server on {where} closed the connection.")
-        if scope_.cancelled_caught:
-            return await send_error(scope, send, 504, f"The server on {where} sent no response in time.")
+        finally:
+            guard.headers_arrived()
         try:
+            guard.started = True
             await send(
                 {
                     "type": "http.response.start",
@@ -170,19 +202,15 @@ class HTTPRelay:
                     "headers": response_headers(response.headers.raw, target, response.status_code),
                 }
             )
-            await self._pump(response, send)
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         except httpx.HTTPError as exc:
             # Cut the client's stream: returning without the final body
             # message makes the server close the connection.
             log.info("jupyter-loopback: upstream %s dropped mid-body: %r", where, exc)
         finally:
             await response.aclose()
-
-    @staticmethod
-    async def _pump(response: httpx.Response, send: Send) -> None:
-        async for chunk in response.aiter_raw():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class ClientGone(Exception):

@@ -1,0 +1,168 @@
+"""An httpx transport for loopback upstreams: pooled HTTP/1.1 over asyncio and httptools.
+
+``LoopbackTransport`` plugs into httpx like its own transports do: requests
+and responses are ``httpx.Request``/``httpx.Response``, failures are httpx's
+exception classes, bodies stream both ways. The wire work is done by an
+asyncio ``Protocol`` per connection and the C parser uvicorn already uses,
+so a small request costs a few system calls and no per-call task groups,
+socket polls or pure-Python parsing (docs/benchmarks.md has the numbers).
+
+Guarantees:
+- The request target goes out byte for byte: the ``target`` extension
+  (httpcore's name for it) or else ``request.url.raw_path``.
+- Response bodies stream with at most ``wire.HIGH_WATER`` bytes buffered
+  per connection: reading from the socket pauses until the consumer catches up.
+- A connection goes back to the pool only after a complete, keep-alive
+  response was read to its end; anything else closes it.
+- Connecting honours the request's ``timeout`` extension (``connect`` and
+  ``pool``); waiting for a response has no deadline of its own — callers
+  bound it with a cancel scope, and cancelling at any await closes the
+  connection and never leaks a pool slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+
+from .wire import Connection
+
+__all__ = ["LoopbackTransport"]
+
+
+class LoopbackTransport(httpx.AsyncBaseTransport):
+    """Pooled keep-alive HTTP/1.1 to plain-``http`` upstreams.
+
+    ``max_connections`` caps connections in use at once (waiting past the
+    ``pool`` timeout raises ``httpx.PoolTimeout``); at most ``max_idle`` idle
+    connections per upstream are kept, each for ``keepalive_expiry`` seconds.
+    Proxy environment variables are never read.
+    """
+
+    def __init__(
+        self, *, max_connections: int | None = None, max_idle: int = 256, keepalive_expiry: float = 30.0
+    ) -> None:
+        self.max_idle = max_idle
+        self.keepalive_expiry = keepalive_expiry
+        self._slots = asyncio.Semaphore(max_connections) if max_connections else None
+        self._idle: dict[tuple[str, int], list[tuple[float, Connection]]] = {}
+        self._open: set[Connection] = set()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme != "http":
+            raise httpx.UnsupportedProtocol(f"Only plain http upstreams are supported, not {url.scheme!r}.")
+        key = (url.host, url.port or 80)
+        timeouts = request.extensions.get("timeout") or {}
+        await self._acquire(timeouts.get("pool"))
+        try:
+            return await self._send(request, key, timeouts.get("connect"))
+        except BaseException:
+            self._release_slot()
+            raise
+
+    async def _send(self, request: httpx.Request, key: tuple[str, int], connect: float | None) -> httpx.Response:
+        # A bodiless request that meets a kept-alive connection the upstream
+        # had just closed is sent again, once, on a fresh one.
+        replayable = isinstance(request.stream, httpx.ByteStream)
+        conn = self._checkout(key)
+        reused = conn is not None
+        while True:
+            if conn is None:
+                conn = await self._connect(key, connect)
+            try:
+                await conn.send_request(request)
+                await conn.wait_headers()
+            except httpx.TransportError:
+                conn.close()
+                if reused and replayable and not conn.received_any:
+                    conn, reused = None, False
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            break
+        return httpx.Response(
+            conn.status,
+            headers=conn.headers,
+            stream=_Body(self, conn, key),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": conn.reason},
+        )
+
+    async def _acquire(self, timeout: float | None) -> None:
+        if self._slots is None:
+            return
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: returns at once
+            return
+        try:
+            await asyncio.wait_for(self._slots.acquire(), timeout)
+        except asyncio.TimeoutError:
+            raise httpx.PoolTimeout("No connection slot became free in time.") from None
+
+    def _release_slot(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+
+    async def _connect(self, key: tuple[str, int], timeout: float | None) -> Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(loop.create_connection(Connection, *key), timeout)
+        except asyncio.TimeoutError:
+            raise httpx.ConnectTimeout(f"Connecting to {key[0]}:{key[1]} timed out.") from None
+        except OSError as exc:
+            raise httpx.ConnectError(f"Connecting to {key[0]}:{key[1]} failed: {exc.strerror or exc}.") from exc
+        self._open.add(conn)
+        conn.on_lost = self._open.discard
+        return conn
+
+    def _checkout(self, key: tuple[str, int]) -> Connection | None:
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            expires, conn = idle.pop()
+            if conn.usable and expires > now:
+                return conn
+            conn.close()
+        return None
+
+    def _checkin(self, key: tuple[str, int], conn: Connection) -> None:
+        self._release_slot()
+        if not conn.reusable:
+            conn.close()
+            return
+        idle = self._idle.setdefault(key, [])
+        now = time.monotonic()
+        # Drop what expired at the old end, so a burst's leftovers are closed
+        # by the next request rather than kept until the cap pushes them out.
+        while idle and (idle[0][0] <= now or len(idle) >= self.max_idle):
+            idle.pop(0)[1].close()
+        conn.idle()
+        idle.append((now + self.keepalive_expiry, conn))
+
+    async def aclose(self) -> None:
+        for conn in list(self._open):
+            conn.close()
+        self._idle.clear()
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body: streams from its connection, returns it to the pool once read to the end."""
+
+    def __init__(self, pool: LoopbackTransport, conn: Connection, key: tuple[str, int]) -> None:
+        self._pool, self._conn, self._key = pool, conn, key
+        self._done = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._conn.body():
+            yield chunk
+
+    async def aclose(self) -> None:
+        # No await: this runs in ``finally`` blocks of cancelled tasks.
+        if not self._done:
+            self._done = True
+            self._pool._checkin(self._key, self._conn)

@@ -1,0 +1,275 @@
+"""One HTTP/1.1 client connection: an asyncio ``Protocol`` fed to httptools' response parser.
+
+The transport (``transport.py``) sends one request at a time on a
+``Connection`` and reads its response: headers first, then the body as an
+async iterator. Reading pauses while more than ``HIGH_WATER`` bytes wait for
+the consumer and resumes below ``LOW_WATER``; writing waits whenever the
+socket's buffer is full. Every failure surfaces as an httpx exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import cast
+
+import httptools
+import httpx
+
+__all__ = ["HIGH_WATER", "LOW_WATER", "Connection"]
+
+HIGH_WATER = 1024 * 1024
+LOW_WATER = 256 * 1024
+# Small body pieces that queued up together (chunked framing, SSE) go out as
+# one piece; large ones go out as they came, without a copy.
+_JOIN = 64 * 1024
+
+
+def _has(headers: list[tuple[bytes, bytes]], name: bytes) -> bool:
+    return any(n.lower() == name for n, _ in headers)
+
+
+class Connection(asyncio.Protocol):
+    """A keep-alive connection to one upstream; one request at a time."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.on_lost: Callable[[Connection], object] | None = None
+        self.closed = False
+        self.busy = False
+        self._writable = True
+        self._drain: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._start(head_only=False)
+
+    def _start(self, *, head_only: bool) -> None:
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.received_any = False
+        self._head_only = head_only
+        self._informational = False
+        self._headers_done = False
+        self._complete = False
+        self._keep_alive = False
+        self._until_eof = False
+        self._error: httpx.TransportError | None = None
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+
+    @property
+    def usable(self) -> bool:
+        """Idle and still connected: fit for the next request."""
+        return not (self.closed or self.busy)
+
+    @property
+    def reusable(self) -> bool:
+        """The response was read to its end and both sides keep the connection."""
+        return self._complete and self._keep_alive and self._error is None and not (self.closed or self._head_only)
+
+    # -- the request side -------------------------------------------------
+
+    async def send_request(self, request: httpx.Request) -> None:
+        """Write the request head and stream its body; raises ``httpx.WriteError`` if the upstream went away."""
+        self.busy = True
+        self._start(head_only=request.method == "HEAD")
+        target = request.extensions.get("target") or request.url.raw_path
+        if b" " in target or b"\r" in target or b"\n" in target:
+            raise httpx.LocalProtocolError("The request target contains a space or a line break.")
+        parts = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), target)]
+        chunked = False
+        for name, value in request.headers.raw:
+            if b"\r" in name or b"\n" in name or b"\r" in value or b"\n" in value or b":" in name:
+                raise httpx.LocalProtocolError("A request header contains a line break or a bad name.")
+            if name.lower() == b"transfer-encoding":
+                chunked = value.strip().lower() == b"chunked"
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        stream = request.stream
+        if isinstance(stream, httpx.ByteStream):
+            # A body already in memory goes out with the head in one write.
+            parts += _frame(b"".join(stream), chunked, last=True)
+            return await self._write(b"".join(parts))
+        await self._write(b"".join(parts))
+        assert isinstance(stream, httpx.AsyncByteStream)
+        async for chunk in stream:
+            if chunk:
+                await self._write(b"".join(_frame(chunk, chunked, last=False)))
+        if chunked:
+            await self._write(b"0\r\n\r\n")
+
+    async def _write(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            if self._headers_done:
+                return  # the upstream answered and left; its answer stands
+            raise httpx.WriteError("The upstream closed the connection while the request was being sent.")
+        self.transport.write(data)
+        if not self._writable:
+            self._drain = self._loop.create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+
+    # -- the response side ------------------------------------------------
+
+    async def wait_headers(self) -> None:
+        """Return once the response's status and headers are in; raises what went wrong before that."""
+        while not self._headers_done:
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The response body as it arrives; raises ``httpx.RemoteProtocolError`` if it is cut short."""
+        while True:
+            if self._chunks:
+                if len(self._chunks) > 1 and self._buffered <= _JOIN:
+                    chunk = b"".join(self._chunks)
+                    self._chunks.clear()
+                else:
+                    chunk = self._chunks.popleft()
+                self._buffered -= len(chunk)
+                if self._paused and self._buffered <= LOW_WATER and self.transport is not None:
+                    self._paused = False
+                    self.transport.resume_reading()
+                yield chunk
+            elif self._complete:
+                return
+            elif self._error is not None:
+                raise self._error
+            else:
+                await self._wait()
+
+    async def _wait(self) -> None:
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _fail(self, error: httpx.TransportError) -> None:
+        if self._error is None:
+            self._error = error
+        self._wake()
+        self.close()
+
+    def idle(self) -> None:
+        self.busy = False
+
+    def close(self) -> None:
+        """Drop the connection at once (no flush: nothing pending is worth waiting for)."""
+        self.closed = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+    # -- asyncio.Protocol ------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports have asyncio.Transport's methods but not its class.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.busy:
+            self.close()  # an idle connection has nothing to say
+            return
+        self.received_any = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(httpx.RemoteProtocolError(f"The upstream sent a malformed response ({exc})."))
+
+    def eof_received(self) -> bool:
+        self._ended()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._ended()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        if self.on_lost is not None:
+            self.on_lost(self)
+
+    def pause_writing(self) -> None:
+        self._writable = False
+
+    def resume_writing(self) -> None:
+        self._writable = True
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def _ended(self) -> None:
+        if self.busy and not self._complete and self._error is None:
+            if self._headers_done and self._until_eof:
+                self._complete = True  # a body delimited by the connection's end
+            elif self._headers_done:
+                self._error = httpx.RemoteProtocolError("The upstream closed the connection mid-body.")
+            else:
+                self._error = httpx.RemoteProtocolError("The upstream closed the connection without a response.")
+        self.closed = True
+        self._wake()
+
+    # -- httptools callbacks ---------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._headers_done:
+            # A second response to one request: nothing of it is read, and
+            # the connection is not trusted again.
+            raise httpx.RemoteProtocolError("The upstream sent more than one response.")
+        self.reason = b""
+        self.headers = []
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status == 101:
+            raise httpx.RemoteProtocolError("The upstream switched protocols on a plain HTTP request.")
+        if status < 200:
+            self._informational = True  # 100 Continue and friends: the real answer follows
+            return
+        self.status = status
+        self._keep_alive = self.parser.should_keep_alive()
+        self._headers_done = True
+        if self._head_only:
+            self._complete = True
+        elif status not in (204, 304):
+            self._until_eof = not (_has(self.headers, b"content-length") or _has(self.headers, b"transfer-encoding"))
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self._complete:
+            return
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered >= HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        self._complete = True
+        self._wake()
+
+
+def _frame(chunk: bytes, chunked: bool, *, last: bool) -> list[bytes]:
+    if not chunked:
+        return [chunk]
+    parts = [b"%x\r\n" % len(chunk), chunk, b"\r\n"] if chunk else []
+    return [*parts, b"0\r\n\r\n"] if last else parts
