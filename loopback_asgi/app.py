@@ -33,7 +33,7 @@ from .target import TargetError, resolve
 from .types import ASGIApp, Message, Receive, Scope, Send
 from .websocket import WebSocketRelay
 
-__all__ = ["TOKEN_COOKIE", "create_app"]
+__all__ = ["TOKEN_COOKIE", "Sidecar", "create_app"]
 
 TOKEN_COOKIE = "jupyter-loopback-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -162,6 +162,28 @@ class TokenAuth:
         )
 
 
+class Sidecar(Starlette):
+    """The sidecar's Starlette app, with a short way in for relayed requests.
+
+    The relay endpoint answers every failure itself (a status and one
+    sentence), so for ``/<namespace>/…`` the router and Starlette's error
+    middleware would only add work to each request and each message; those
+    requests go to the token check and the endpoint directly. Lifespan
+    events and ``/_loopback/…`` take Starlette's usual path, which leads to
+    the same endpoint for anything else.
+    """
+
+    def __init__(self, relay: ASGIApp, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.relay = relay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan" and "/_loopback/" not in scope["path"]:
+            scope["app"] = self
+            return await self.relay(scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     namespaces: Mapping[str, Namespace | Mapping[str, Any]] | None = None,
     *,
@@ -172,7 +194,7 @@ def create_app(
     trust_forwarded: bool = False,
     secrets: tuple[str, ...] = (),
     max_message_size: int | None = 2**30,
-) -> Starlette:
+) -> Sidecar:
     """Build the sidecar app.
 
     ``namespaces`` adds to (or, with ``discover=False``, replaces) the ones
@@ -216,7 +238,8 @@ def create_app(
         finally:
             await http.aclose()
 
-    app = Starlette(
+    app = Sidecar(
+        TokenAuth(endpoint, token) if token else endpoint,
         routes=[
             Route("/_loopback/health", health),
             Route("/{path:path}", endpoint),

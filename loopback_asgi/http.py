@@ -17,12 +17,17 @@ import httpx
 from .errors import send_error
 from .headers import request_headers, response_headers
 from .target import Target
-from .transport import LoopbackTransport
+from .transport import LoopbackTransport, body_complete
 from .types import Receive, Scope, Send
 
 __all__ = ["HTTPRelay"]
 
 log = logging.getLogger("loopback_asgi")
+
+# How long after the request body a relay starts watching for its client
+# leaving. Most exchanges are over sooner and never pay for the watcher task;
+# a client that leaves a slow one releases the upstream at most this late.
+WATCH_AFTER = 0.02
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -30,13 +35,28 @@ async def _wait_disconnect(receive: Receive) -> None:
         pass
 
 
-def _has_body(scope: Scope) -> bool:
+def _framing(scope: Scope) -> tuple[bool, bool]:
+    """(has a body, is chunked) for the client's request."""
+    length, chunked = b"", False
     for name, value in scope["headers"]:
         if name == b"content-length":
-            return value.strip() not in (b"0", b"")
-        if name == b"transfer-encoding":
-            return True
-    return False
+            length = value.strip()
+        elif name == b"transfer-encoding":
+            chunked = True
+    return chunked or length not in (b"", b"0"), chunked
+
+
+class _Upload(httpx.AsyncByteStream):
+    """The client's request body, as it arrives."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self.chunks = chunks
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.chunks
+
+
+_NO_BODY = httpx.ByteStream(b"")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -49,31 +69,39 @@ def _origin(host: str, port: int) -> httpx.URL:
 class _Guard:
     """Ends one relay early, for one reason: the header deadline passed or the client left.
 
-    The deadline is a timer and the client is watched by one small task from
-    the end of the request body on; either cancels the relay's task, which
-    closes the upstream connection wherever it was waiting.
+    The deadline is a timer. The client is watched by a small task started
+    ``WATCH_AFTER`` seconds after the request body was read, so the common
+    short exchange costs two timers and no task. Either cancels the relay's
+    task, which closes the upstream connection wherever it was waiting.
     """
 
-    __slots__ = ("closed", "reason", "started", "task", "timer", "watcher")
+    __slots__ = ("closed", "deadline", "reason", "receive", "started", "task", "watch_timer", "watcher")
 
     def __init__(self) -> None:
         self.task = asyncio.current_task()
         self.reason: str | None = None
         self.closed = False
         self.started = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline: asyncio.TimerHandle | None = None
+        self.watch_timer: asyncio.TimerHandle | None = None
         self.watcher: asyncio.Task[None] | None = None
 
     def arm(self, receive: Receive, header_timeout: float) -> None:
-        """The request body is read: start the header deadline and watch for the client leaving."""
-        self.timer = asyncio.get_running_loop().call_later(header_timeout, self._fire, "timeout")
-        self.watcher = asyncio.ensure_future(_wait_disconnect(receive))
-        self.watcher.add_done_callback(self._left)
+        """The request body is read: start the header deadline and, soon, the watch for the client leaving."""
+        loop = asyncio.get_running_loop()
+        self.receive = receive
+        self.deadline = loop.call_later(header_timeout, self._fire, "timeout")
+        self.watch_timer = loop.call_later(WATCH_AFTER, self._watch)
+
+    def _watch(self) -> None:
+        if not self.closed:
+            self.watcher = asyncio.ensure_future(_wait_disconnect(self.receive))
+            self.watcher.add_done_callback(self._left)
 
     def headers_arrived(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
 
     def _left(self, watcher: asyncio.Task[None]) -> None:
         if not watcher.cancelled() and watcher.exception() is None:
@@ -94,6 +122,8 @@ class _Guard:
         """No await: runs in ``finally`` whatever happened."""
         self.closed = True
         self.headers_arrived()
+        if self.watch_timer is not None:
+            self.watch_timer.cancel()
         if self.watcher is not None:
             self.watcher.cancel()
 
@@ -132,8 +162,9 @@ class HTTPRelay:
         # has no deadline of its own (as nginx's proxy_read_timeout). From
         # then on ``receive()`` only reports the client leaving.
         guard = _Guard()
-        body: AsyncIterator[bytes] | None = None
-        if _has_body(scope):
+        stream: httpx.AsyncByteStream = _NO_BODY
+        has_body, chunked = _framing(scope)
+        if has_body:
 
             async def stream_body() -> AsyncIterator[bytes]:
                 more = True
@@ -146,15 +177,22 @@ class HTTPRelay:
                         yield message["body"]
                 guard.arm(receive, ns.header_timeout)
 
-            body = stream_body()
+            stream = _Upload(stream_body())
+            if chunked:
+                # The body is re-framed upstream; a Content-Length sent along
+                # with chunking is not trusted.
+                headers = [h for h in headers if h[0] != b"content-length"]
+                headers.append((b"transfer-encoding", b"chunked"))
         else:
             guard.arm(receive, ns.header_timeout)
 
+        # ``stream=`` (not ``content=``): the headers go as built above,
+        # with no defaults added and no second pass over them.
         request = httpx.Request(
             scope["method"],
             _origin(ns.host, target.port),
             headers=headers,
-            content=body,
+            stream=stream,
             extensions={
                 "target": target.target.encode("latin-1"),
                 "timeout": {"connect": ns.connect_timeout, "read": None, "write": None, "pool": ns.connect_timeout},
@@ -202,9 +240,14 @@ class HTTPRelay:
                     "headers": response_headers(response.headers.raw, target, response.status_code),
                 }
             )
+            final = False
             async for chunk in response.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                # A piece known to be the last is sent as final: one message,
+                # not two, for the common small response.
+                final = body_complete(response)
+                await send({"type": "http.response.body", "body": chunk, "more_body": not final})
+            if not final:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except httpx.HTTPError as exc:
             # Cut the client's stream: returning without the final body
             # message makes the server close the connection.

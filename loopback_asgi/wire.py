@@ -67,6 +67,11 @@ class Connection(asyncio.Protocol):
         return not (self.closed or self.busy)
 
     @property
+    def drained(self) -> bool:
+        """The response's body is complete and all of it was handed out."""
+        return self._complete and not self._chunks
+
+    @property
     def reusable(self) -> bool:
         """The response was read to its end and both sides keep the connection."""
         return self._complete and self._keep_alive and self._error is None and not (self.closed or self._head_only)
