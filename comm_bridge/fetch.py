@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
@@ -28,6 +28,9 @@ from loopback_asgi.target import Target, TargetError
 from .flow import END, Session, drain
 from .protocol import CHUNK, CREDIT_BYTES, FRAME_COST
 from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from .websocket import Upstream
 
 __all__ = ["Streams", "loopback_namespace"]
 
@@ -65,6 +68,8 @@ class Streams:
         self.runtime = runtime
         self.namespace = loopback_namespace(ports)
         self.sessions: dict[int, Session] = {}
+        self.websockets: dict[int, Upstream] = {}
+        """WebSockets by id, for the shell thread: added there at ``ws_open``, removed on the loop at the end."""
         self._client: aiohttp.ClientSession | None = None
 
     def handle(self, op: object, msg: dict[str, Any], buffers: list[memoryview]) -> None:
@@ -74,20 +79,28 @@ class Streams:
         if op == "fetch":
             headers = [(str(k), str(v)) for k, v in msg.get("headers") or ()]
             method = str(msg.get("method") or "GET").upper()
-            call(self._open, id, Streams._fetch, int(msg["port"]), str(msg["path"]), method, headers, bool(msg["body"]))
+            call(
+                self._open,
+                Session(id),
+                Streams._fetch,
+                int(msg["port"]),
+                str(msg["path"]),
+                method,
+                headers,
+                bool(msg["body"]),
+            )
         elif op == "body":
             items: list[Any] = [bytes(b) for b in buffers]
             call(self._feed, id, items + [END] if msg.get("end") else items)
         elif op == "ws_open":
-            from .websocket import serve_websocket
-
-            protocols = [str(p) for p in msg.get("protocols") or ()]
-            call(self._open, id, serve_websocket, int(msg["port"]), str(msg["path"]), protocols)
+            self._open_websocket(id, int(msg["port"]), str(msg["path"]), [str(p) for p in msg.get("protocols") or ()])
         elif op == "ws_send":
-            frames = [(bool(text), bool(final)) for text, final in msg["frames"]]
-            call(self._feed, id, [(f, bytes(b)) for f, b in zip(frames, buffers, strict=True)])
+            frames = [(bool(text), bool(final), b) for (text, final), b in zip(msg["frames"], buffers, strict=True)]
+            if (upstream := self.websockets.get(id)) is not None:  # a stream that ended drops late input
+                upstream.send(frames)  # written from this thread: no handoff to the loop
         elif op == "ws_close":
-            call(self._feed, id, [("close", int(msg.get("code") or 1000), str(msg.get("reason") or ""))])
+            if (upstream := self.websockets.get(id)) is not None:
+                upstream.close(int(msg.get("code") or 1000), str(msg.get("reason") or ""))
         elif op == "ack":
             call(self._ack, id, int(msg["bytes"]), int(msg["messages"]))
         elif op == "cancel":
@@ -122,10 +135,24 @@ class Streams:
         path_part, _, query = raw.partition("?")
         return Target(ns, port, "", path_part, query.encode("ascii"))
 
-    def _open(self, id: int, serve: Callable[..., Any], *args: Any) -> None:
-        if id in self.sessions:
+    def _open_websocket(self, id: int, port: int, path: str, protocols: list[str]) -> None:
+        # The upstream object exists from here on, on the shell thread, so the
+        # page's frames and close find it in order even while it connects.
+        from .websocket import Upstream, serve_websocket
+
+        if id in self.websockets:
             return self.error(id, 400, "This stream id is already in use.")
-        session = self.sessions[id] = Session(id)
+        session = Session(id)
+        upstream = self.websockets[id] = Upstream(self, session)
+        self.runtime.call(self._open, session, serve_websocket, upstream, port, path, protocols)
+
+    def _open(self, session: Session, serve: Callable[..., Any], *args: Any) -> None:
+        id = session.id
+        if id in self.sessions:
+            if (upstream := self.websockets.get(id)) is not None and upstream.session is session:
+                del self.websockets[id]
+            return self.error(id, 400, "This stream id is already in use.")
+        self.sessions[id] = session
 
         async def run() -> None:
             try:
@@ -135,6 +162,9 @@ class Streams:
                 self.error(id, 0, f"The stream failed: {type(exc).__name__}: {exc}")
             finally:
                 self.sessions.pop(id, None)
+                upstream = self.websockets.get(id)
+                if upstream is not None and upstream.session is session:
+                    del self.websockets[id]
 
         session.task = asyncio.ensure_future(run())
 

@@ -33,6 +33,18 @@ class Window:
         self.bytes = 0
         self.messages = 0
         self._moved = asyncio.Event()
+        self.on_release: Callable[[], None] | None = None
+        """Called after the page acknowledged something, for a sender that does not wait in :meth:`reserve`."""
+
+    @property
+    def full(self) -> bool:
+        """Whether the page is a whole window behind."""
+        return self.bytes >= WINDOW or self.messages >= WINDOW_MESSAGES
+
+    def take(self, size: int) -> None:
+        """Count ``size`` bytes in one message as in flight without waiting; the sender checks :attr:`full`."""
+        self.bytes += size
+        self.messages += 1
 
     async def reserve(self, size: int) -> None:
         """Wait until the page has room, then count ``size`` bytes in one message as in flight.
@@ -55,6 +67,8 @@ class Window:
         self.bytes = max(0, self.bytes - size)
         self.messages = max(0, self.messages - messages)
         self._moved.set()
+        if self.on_release is not None:
+            self.on_release()
 
 
 class Session:

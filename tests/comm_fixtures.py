@@ -230,9 +230,12 @@ class Bridge:
         self.next = random.getrandbits(32) << 20
         self.largest = 0
         """The largest buffer the kernel has sent this page."""
+        self.heaviest = 0
+        """The most buffer bytes in one message the kernel has sent this page."""
         kernel.on_custom[comm_id] = self._route
 
     def _route(self, msg: dict[str, Any], buffers: list[memoryview]) -> None:
+        self.heaviest = max(self.heaviest, sum(len(b) for b in buffers))
         handler = self.pending.get(msg.get("id", -1))
         if handler is not None:
             handler(msg, buffers)
@@ -360,8 +363,9 @@ class Bridge:
                 self.send({"op": "body", "id": id, "end": True})
         return await asyncio.wait_for(head, timeout)
 
-    def websocket(self, port: int, path: str, protocols: Sequence[str] = ()) -> WebSocket:
-        return WebSocket(self, port, path, protocols)
+    def websocket(self, port: int, path: str, protocols: Sequence[str] = (), ack: bool = True) -> WebSocket:
+        """``openWebSocket``; messages are acknowledged as they arrive unless ``ack`` is false (a stalled reader)."""
+        return WebSocket(self, port, path, protocols, ack)
 
 
 class _Credit:
@@ -383,8 +387,9 @@ class _Credit:
 class WebSocket:
     """``openWebSocket`` in Python: ``opened`` resolves the subprotocol; ``recv`` gives str/bytes or a close."""
 
-    def __init__(self, bridge: Bridge, port: int, path: str, protocols: Sequence[str]) -> None:
+    def __init__(self, bridge: Bridge, port: int, path: str, protocols: Sequence[str], ack: bool = True) -> None:
         self.bridge = bridge
+        self.ack = ack
         self.id = bridge._id()
         self.opened: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.messages: asyncio.Queue[Any] = asyncio.Queue()
@@ -410,7 +415,7 @@ class WebSocket:
                     self._partial = []
                     self.messages.put_nowait(data.decode() if text else data)
             self._unacked[1] += 1
-            if self._unacked[0] >= ACK_BYTES or self._unacked[1] >= ACK_MESSAGES:
+            if self.ack and (self._unacked[0] >= ACK_BYTES or self._unacked[1] >= ACK_MESSAGES):
                 self.bridge.send({"op": "ack", "id": self.id, "bytes": self._unacked[0], "messages": self._unacked[1]})
                 self._unacked = [0, 0]
         elif op == "credit":

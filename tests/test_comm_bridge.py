@@ -236,8 +236,10 @@ async def test_websocket_echo_close_code_and_order(bridge: Bridge, kernel_upstre
     await ws.send("hello")
     assert await ws.recv() == "hello"
     big = pattern(20 * MB)
+    bridge.heaviest = 0
     await ws.send(big)
     assert await ws.recv() == big
+    assert 0 < bridge.heaviest <= 1 << 20  # every comm message stays far below jupyter-server's 10 MiB cap
     for i in range(1000):
         await ws.send(f"{i}")
     assert [await ws.recv() for _ in range(1000)] == [f"{i}" for i in range(1000)]
@@ -412,6 +414,31 @@ async def test_a_stalled_reader_stops_the_kernel_after_a_window(bridge: Bridge, 
         assert received <= WINDOW + (1 << 20), "the kernel ignored the page's credit"
     assert WINDOW // 2 <= received
     bridge.send({"op": "cancel", "id": bridge.next})
+
+
+async def test_a_stalled_websocket_reader_stops_the_kernel_after_a_window(bridge: Bridge, kernel_upstream: int) -> None:
+    from comm_bridge.protocol import WINDOW
+
+    ws = bridge.websocket(kernel_upstream, "/ws", ack=False)
+    await ws.opened
+    message = bytes(512 * 1024)
+    # 20 MiB through the echo; the sends themselves stall once the kernel withholds credit.
+    sending = asyncio.ensure_future(asyncio.gather(*(ws.send(message) for _ in range(40))))
+    received = 0
+    try:
+        while True:  # bounded: the kernel must stop relaying within a window
+            try:
+                got = await ws.recv(timeout=1.0)
+            except asyncio.TimeoutError:
+                break
+            assert got == message
+            received += len(message)
+            assert received <= WINDOW + (1 << 20), "the kernel ignored the page's credit"
+        assert WINDOW // 2 <= received
+    finally:
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        bridge.send({"op": "cancel", "id": ws.id})
 
 
 @pytest.mark.slow
