@@ -108,6 +108,9 @@ def serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app,
         log_level=args.log_level,
+        # uvicorn's Sans-I/O WebSocket protocol: no task or queue hop of its
+        # own per message, about a quarter less CPU per relayed echo.
+        ws="websockets-sansio",
         ws_max_size=args.max_message_size,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=2,
