@@ -29,6 +29,7 @@ from tornado import httputil, web
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from tornado.iostream import StreamClosedError
 
+from .jupyter_response import BadResponse, ResponseRelay
 from .jupyter_sidecar import Sidecar, SidecarUnavailable
 from .jupyter_websocket import WebSocketRelayMixin
 
@@ -49,66 +50,8 @@ CREDENTIAL = re.compile(r"\s*(token|bearer)\s+(\S+)\s*$", re.IGNORECASE)
 EXTRA_METHODS = ("PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT", "SEARCH", "QUERY")
 
 
-class _ResponseWriter(httputil.HTTPMessageDelegate):
-    """Writes the sidecar's response to the browser as it arrives, awaiting each write."""
-
-    def __init__(self, handler: RelayMixin) -> None:
-        self.handler = handler
-        self.started = False
-        self.complete = False
-        self.keep_alive = True
-        self.client_gone = False
-
-    def headers_received(
-        self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine, headers: httputil.HTTPHeaders
-    ) -> Any:
-        assert isinstance(start_line, httputil.ResponseStartLine)
-        self.started = True
-        h = self.handler
-        # Only the upstream's headers (tornado's and Jupyter's defaults go);
-        # a login cookie Jupyter set after a ?token= visit is added by flush().
-        h._headers = httputil.HTTPHeaders()
-        connection = {v.strip().lower() for v in headers.get("Connection", "").split(",")}
-        self.keep_alive = "close" not in connection
-        for name, value in headers.get_all():
-            if name.lower() not in HOP_BY_HOP and name.lower() not in connection:
-                h._headers.add(name, value)
-        JupyterHandler.set_status(h, start_line.code, start_line.reason or None)
-        return self._flush()
-
-    async def _flush(self) -> None:
-        if self.client_gone:
-            return
-        try:
-            await JupyterHandler.flush(self.handler)
-        except StreamClosedError:
-            self.client_gone = True
-            if self.handler._conn is not None:
-                self.handler._conn.close()
-
-    def data_received(self, chunk: bytes) -> Any:
-        if not self.client_gone:
-            JupyterHandler.write(self.handler, chunk)
-        return self._flush()
-
-    def finish(self) -> None:
-        self.complete = True
-
-    def on_connection_close(self) -> None:
-        self.keep_alive = False
-
-
 class _NotLoggedIn(web.HTTPError):
     """No Jupyter user: GET and HEAD go to the login page, the rest get 403."""
-
-
-async def _read(conn: HTTP1Connection, writer: _ResponseWriter) -> bool:
-    """Read one response into ``writer``; ``False`` if the connection is not reusable after."""
-    try:
-        return await conn.read_response(writer)
-    except StreamClosedError:
-        writer.keep_alive = False
-        return False
 
 
 class RelayMixin(WebSocketRelayMixin):
@@ -277,12 +220,10 @@ class RelayMixin(WebSocketRelayMixin):
             return
         if self._body and not self._write_failed:
             self._conn.finish()
-        writer = _ResponseWriter(self)
-        conn = self._conn
-        open_after = await _read(conn, writer)
+        relay = await self._read_response()
         deadline = time.monotonic() + self.sidecar.restart_wait
         delay = 0.01
-        while not writer.started and not self._body and time.monotonic() < deadline:
+        while not relay.started and not self._body and time.monotonic() < deadline:
             # No answer and no body sent: a pooled connection the sidecar had
             # just closed, or a sidecar that died. Retry on a fresh connection
             # while nothing can have reached the upstream twice: idempotent
@@ -293,27 +234,39 @@ class RelayMixin(WebSocketRelayMixin):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.2)
             self._write_failed = False
+            if self._conn is not None:
+                self._conn.close()
             await self._start_request(reuse=False)
             if self._pending is not None or self._conn is None:
                 return self._fail(*(self._pending or (502, "The loopback sidecar is not reachable.")))
-            conn, writer = self._conn, _ResponseWriter(self)
-            open_after = await _read(conn, writer)
-        self._conn = None
-        if not writer.started:
+            relay = await self._read_response()
+        conn, self._conn = self._conn, None
+        assert conn is not None
+        if not relay.started:
+            conn.close()
             return self._fail(502, "The loopback sidecar closed the connection before answering.")
-        if writer.client_gone:
+        if relay.client_gone:
             conn.close()
             return
-        if not writer.complete:
+        if not relay.complete:
             # The upstream broke off mid-body: the browser must see a cut stream.
             conn.close()
             self.request.connection.close()  # type: ignore[union-attr]
             return
-        if open_after and writer.keep_alive and not self._write_failed:
+        if relay.keep_alive and not self._write_failed:
             self.sidecar.release(conn.detach())
         else:
             conn.close()
         JupyterHandler.finish(self)
+
+    async def _read_response(self) -> ResponseRelay:
+        assert self._conn is not None
+        relay = ResponseRelay(self, self._conn.stream, self.request.method or "GET")
+        try:
+            await relay.run()
+        except (StreamClosedError, BadResponse):
+            relay.keep_alive = False
+        return relay
 
     async def http_get(self, *args: Any) -> None:
         await self._relay()

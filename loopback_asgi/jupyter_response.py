@@ -1,0 +1,208 @@
+"""The sidecar's HTTP/1.1 response, relayed to the browser by the tornado side of the adapter.
+
+:class:`ResponseRelay` reads one response from the sidecar's unix socket and
+writes it to the browser through the handler's own connection. Guarantees:
+
+- Streaming with bounded memory: at most one ``CHUNK`` (1 MiB) buffer per
+  response; each piece is awaited on the browser socket before the next read
+  (backpressure). Bodies of any size; SSE pieces reach the browser as they
+  arrive.
+- The head reaches the browser before the relay waits on the sidecar for
+  body bytes, so a response that streams slowly shows its headers at once;
+  a small body that is already here leaves in the same write as the head.
+- A ``Content-Length`` from the sidecar is kept, so tornado sends the body as
+  is (no chunked re-encoding); large bodies are read straight into one
+  reused buffer and written from it (no per-piece copies).
+- ``complete`` is true only if the whole body arrived; a sidecar that stops
+  mid-body leaves it false, and the caller cuts the browser's stream.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from jupyter_server.base.handlers import JupyterHandler
+from tornado import httputil
+from tornado.iostream import IOStream, StreamClosedError
+
+if TYPE_CHECKING:
+    from tornado.web import RequestHandler
+
+__all__ = ["CHUNK", "BadResponse", "ResponseRelay"]
+
+CHUNK = 2**20
+# tornado's read_into() and HTTP1Connection.write() take any buffer, memoryviews
+# included (their annotations say bytearray/bytes): slices of one buffer need no copies.
+SMALL = 64 * 1024  # bodies up to this size are read whole and may share the head's write
+MAX_HEAD = 256 * 1024
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer"}
+    | {"transfer-encoding", "upgrade", "expect", "forwarded"}
+)
+
+
+class BadResponse(Exception):
+    """The sidecar sent something that is not an HTTP/1.1 response."""
+
+
+class ResponseRelay:
+    """One response from ``stream`` to ``handler``'s browser connection.
+
+    After :meth:`run`: ``started`` (a head arrived and was given to the
+    handler), ``complete`` (the whole body arrived), ``keep_alive`` (the
+    sidecar stream may carry another exchange), ``client_gone`` (the browser
+    stopped reading; the rest was not relayed).
+    """
+
+    def __init__(self, handler: RequestHandler, stream: IOStream, method: str) -> None:
+        self.handler = handler
+        self.stream = stream
+        self.method = method
+        self.started = False
+        self.complete = False
+        self.keep_alive = True
+        self.client_gone = False
+        self._head_sent = False
+
+    async def run(self) -> None:
+        """Relay the response.
+
+        Raises ``StreamClosedError`` if the sidecar closed the stream, :class:`BadResponse` if it sent garbage.
+        """
+        code, length, chunked = await self._head()
+        if self.method == "HEAD" or code in (204, 304):
+            await self._send_head()
+        elif chunked:
+            await self._chunked()
+            return
+        elif length is not None:
+            await self._body(length)
+        else:  # delimited by the sidecar closing the connection
+            self.keep_alive = False
+            await self._until_close()
+        self.complete = not self.client_gone
+
+    async def _head(self) -> tuple[int, int | None, bool]:
+        while True:
+            data = await self.stream.read_until(b"\r\n\r\n", max_bytes=MAX_HEAD)
+            first, _, rest = data.decode("latin-1").partition("\r\n")
+            try:
+                start = httputil.parse_response_start_line(first)
+            except httputil.HTTPInputError as exc:
+                raise BadResponse(str(exc)) from exc
+            if not 100 <= start.code < 200:
+                break  # informational answers (100 Continue) are not relayed
+        headers = httputil.HTTPHeaders()
+        named: set[str] = set()
+        length: int | None = None
+        chunked = False
+        for line in rest.split("\r\n"):
+            if not line:
+                continue
+            name, colon, value = line.partition(":")
+            if not colon:
+                raise BadResponse(f"Malformed header line {line[:40]!r}.")
+            name, value, low = name.strip(), value.strip(), name.strip().lower()
+            if low == "content-length":
+                if not value.isdigit() or (length is not None and int(value) != length):
+                    raise BadResponse("Bad Content-Length.")
+                length = int(value)
+            elif low == "transfer-encoding":
+                chunked = value.lower().endswith("chunked")
+            elif low == "connection":
+                named.update(v.strip().lower() for v in value.split(","))
+            headers.add(name, value)
+        self.keep_alive = start.version == "HTTP/1.1" and "close" not in named
+        out = httputil.HTTPHeaders()
+        for name, value in headers.get_all():
+            low = name.lower()
+            if low not in HOP_BY_HOP and low not in named:
+                out.add(name, value)
+        if chunked:
+            length = None  # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length
+            if "Content-Length" in out:
+                del out["Content-Length"]
+        h = self.handler
+        # Only the sidecar's headers (tornado's and Jupyter's defaults go);
+        # a login cookie Jupyter set after a ?token= visit is added by flush().
+        h._headers = out
+        JupyterHandler.set_status(h, start.code, start.reason or None)
+        self.started = True
+        return start.code, length, chunked
+
+    async def _send_head(self, data: bytes = b"") -> None:
+        """Write the head (and ``data`` with it) to the browser."""
+        self._head_sent = True
+        if data:
+            JupyterHandler.write(self.handler, data)
+        try:
+            await JupyterHandler.flush(self.handler)
+        except StreamClosedError:
+            self.client_gone = True
+
+    async def _send(self, data: bytes | memoryview) -> None:
+        if not self._head_sent:
+            return await self._send_head(bytes(data))
+        if self.client_gone:
+            return
+        try:
+            await self.handler.request.connection.write(data)  # type: ignore[union-attr,arg-type]
+        except StreamClosedError:
+            self.client_gone = True
+
+    async def _body(self, length: int) -> None:
+        """Relay exactly ``length`` bytes; ``StreamClosedError`` if the sidecar stops first."""
+        if length <= SMALL:
+            pending = self.stream.read_bytes(length)
+            if not self._head_sent and not _done(pending):
+                await self._send_head()  # the body is not here yet: the head goes first
+            data = await pending
+            if not self.client_gone:
+                await self._send(data)
+            return
+        if not self._head_sent:
+            await self._send_head()
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        left = length
+        while left and not self.client_gone:
+            n = await self.stream.read_into(view[: min(left, CHUNK)], partial=True)  # type: ignore[arg-type]
+            left -= n
+            await self._send(view[:n])
+
+    async def _chunked(self) -> None:
+        while True:
+            line = await self.stream.read_until(b"\r\n", max_bytes=4096)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError as exc:
+                raise BadResponse("Bad chunk size.") from exc
+            if size == 0:
+                while (await self.stream.read_until(b"\r\n", max_bytes=MAX_HEAD)) != b"\r\n":
+                    pass  # trailers are not relayed
+                if not self._head_sent:
+                    await self._send_head()
+                self.complete = not self.client_gone
+                return
+            await self._body(size)
+            if self.client_gone:
+                return
+            if await self.stream.read_bytes(2) != b"\r\n":
+                raise BadResponse("Bad chunk end.")
+
+    async def _until_close(self) -> None:
+        if not self._head_sent:
+            await self._send_head()
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        while not self.client_gone:
+            try:
+                n = await self.stream.read_into(view, partial=True)  # type: ignore[arg-type]
+            except StreamClosedError:
+                return
+            await self._send(view[:n])
+
+
+def _done(awaitable: object) -> bool:
+    done = getattr(awaitable, "done", None)
+    return bool(done()) if done is not None else False
