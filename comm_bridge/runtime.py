@@ -7,6 +7,12 @@ kernel or the other requests), coroutines and all network I/O to one asyncio
 loop in a daemon thread. Replies go out from those threads: ipykernel's IOPub
 socket is a ``BackgroundSocket`` whose sends are queued to the IOPub thread,
 so publishing from any thread is safe and keeps each thread's order.
+
+The handoff to a worker is the one cost every request pays over a handler
+run inline, so :class:`Workers` keeps it to a lock release: an idle worker
+waits on its own lock and the shell thread releases it (measured here: 10 µs
+of CPU against 50 µs for ``ThreadPoolExecutor.submit`` plus
+``concurrent.futures.wait``).
 """
 
 from __future__ import annotations
@@ -14,13 +20,17 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
-__all__ = ["GRACE", "Deadlines", "Runtime"]
+__all__ = ["GRACE", "Deadlines", "Runtime", "Workers"]
+
+log = logging.getLogger("comm_bridge")
 
 T = TypeVar("T")
 
@@ -47,7 +57,7 @@ class Runtime:
     """
 
     def __init__(self, workers: int = WORKERS) -> None:
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="comm-bridge")
+        self.workers = Workers(workers)
         self.deadlines = Deadlines()
         self.loop = _new_loop()
         ready = threading.Event()
@@ -68,9 +78,9 @@ class Runtime:
         """Run a coroutine on the loop; the returned future is thread-safe."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        """Run ``fn(*args)`` on a pool thread."""
-        return self.pool.submit(fn, *args)
+    def submit(self, fn: Callable[..., object], *args: Any) -> threading.Lock:
+        """Run ``fn(*args)`` on a worker thread; the returned lock is released once it returned."""
+        return self.workers.run(fn, *args)
 
     def close(self) -> None:
         if self.loop.is_closed():
@@ -89,8 +99,89 @@ class Runtime:
                 self.loop.call_soon_threadsafe(self.loop.stop)
                 self.thread.join(10)
         self.loop.close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.workers.close()
         self.deadlines.close()
+
+
+Job = tuple[Callable[..., object], tuple[Any, ...], threading.Lock]
+
+
+class Workers:
+    """Up to ``size`` daemon threads running jobs; an idle thread is woken directly, the latest idle first.
+
+    :meth:`run` returns at once with a lock that is released when the job
+    has returned, so a caller may wait a moment for a fast job with
+    ``acquire(timeout=…)``. With every thread busy, jobs wait in order. A job
+    must not raise (one that does is logged). :meth:`close` lets running
+    jobs finish, drops waiting ones and ends idle threads.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._backlog: deque[Job] = deque()
+        self._started = 0
+        self._closed = False
+
+    def run(self, fn: Callable[..., object], *args: Any) -> threading.Lock:
+        done = threading.Lock()
+        done.acquire()
+        job = (fn, args, done)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the workers are closed")
+            if self._idle:
+                worker = self._idle.pop()
+                worker.job = job
+                worker.wake.release()
+                return done
+            if self._started >= self.size:
+                self._backlog.append(job)
+                return done
+            self._started += 1
+        _Worker(self, job)
+        return done
+
+    def _next(self, worker: _Worker) -> Job | None:
+        with self._lock:
+            if self._closed:
+                return None
+            if self._backlog:
+                return self._backlog.popleft()
+            worker.job = None
+            self._idle.append(worker)
+        worker.wake.acquire()
+        return worker.job
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._backlog.clear()
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.wake.release()  # with no job: the thread ends
+
+
+class _Worker:
+    def __init__(self, workers: Workers, job: Job) -> None:
+        self.workers = workers
+        self.job: Job | None = job
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        threading.Thread(target=self._run, name="comm-bridge-worker", daemon=True).start()
+
+    def _run(self) -> None:
+        job = self.job
+        while job is not None:
+            fn, args, done = job
+            try:
+                fn(*args)
+            except BaseException:  # a job's bug must not end the thread
+                log.exception("comm_bridge: a worker's job raised")
+            finally:
+                done.release()
+            job = self.workers._next(self)
 
 
 class Deadlines:

@@ -15,7 +15,6 @@ import itertools
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import wait
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -151,12 +150,12 @@ class CommBridge(anywidget.AnyWidget):
         elif inspect.iscoroutinefunction(handler):
             reply.task = self.runtime.spawn(_run_async(reply, handler(data, buffers), timeout, key))
         else:
-            running = self.runtime.submit(_run_sync, reply, handler, data, buffers, timeout, key)
+            done = self.runtime.submit(_run_sync, reply, handler, data, buffers, timeout, key)
             self.runtime.deadlines.add(timeout, lambda: reply.expire(timeout, key))
             # Step aside for a moment: a fast handler then answers before ipykernel
             # publishes this message's idle status, instead of queueing behind
             # it for the GIL; a slow one costs the shell thread at most GRACE.
-            wait((running,), GRACE)
+            done.acquire(timeout=GRACE)
 
 
 class _Reply:

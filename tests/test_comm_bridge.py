@@ -533,3 +533,31 @@ async def test_many_streams_at_once(bridge: Bridge, kernel_upstream: int) -> Non
 
     jobs = [f(i) for i in range(8) for f in (download, upload, echo, chat)]
     assert all(await asyncio.wait_for(asyncio.gather(*jobs), 120))
+
+
+async def test_workers_wake_idle_threads_queue_the_rest_and_survive_a_raising_job(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import threading
+
+    from comm_bridge.runtime import Workers
+
+    workers = Workers(2)
+    gate = threading.Event()
+    order: list[int] = []
+    try:
+        held = [workers.run(gate.wait, 10) for _ in range(2)]  # both threads busy
+        queued = [workers.run(order.append, i) for i in range(5)]
+        assert not any(done.acquire(timeout=0.05) for done in queued[:1])  # nobody free to run them
+        gate.set()
+        assert all(done.acquire(timeout=10) for done in held + queued)
+        assert order == [0, 1, 2, 3, 4]  # waiting jobs run in order
+        assert workers.run(lambda: 1 / 0).acquire(timeout=10)
+        assert "a worker's job raised" in caplog.text
+        again = workers.run(order.append, 5)
+        assert again.acquire(timeout=10) and order[-1] == 5  # the thread lived on
+        assert workers._started == 2
+    finally:
+        workers.close()
+    with pytest.raises(RuntimeError):
+        workers.run(order.append, 6)
