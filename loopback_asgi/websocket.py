@@ -17,13 +17,13 @@ import asyncio
 import logging
 from collections.abc import Collection
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from .errors import send_error
 from .headers import request_headers
 from .target import Target
 from .types import Receive, Scope, Send
+from .websocket_wire import Closed, Upstream, open_upstream
 
 __all__ = ["WebSocketRelay"]
 
@@ -69,7 +69,7 @@ class WebSocketRelay:
         ns = target.namespace
         try:
             await asyncio.wait_for(self.slots.acquire(), ns.connect_timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             where = f"namespace {ns.name!r} port {target.port}"
             return await send_error(scope, send, 503, f"Too many connections to {where}; try again.", websocket=True)
         try:
@@ -99,18 +99,14 @@ class WebSocketRelay:
         headers = [(k, v) for k, v in headers if k not in (b"host", b"user-agent")]
         uri = f"ws://{target.netloc}{target.target}"
         try:
-            upstream = await connect(
+            upstream = await open_upstream(
                 uri,
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
                 subprotocols=list(scope.get("subprotocols") or ()) or None,
-                additional_headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
-                user_agent_header=None,
-                compression=None,
-                proxy=None,
-                open_timeout=ns.connect_timeout + ns.header_timeout,
                 max_size=self.max_size,
                 max_queue=4,
                 ping_interval=self.ping_interval,
-                ping_timeout=self.ping_interval,
+                timeout=ns.connect_timeout + ns.header_timeout,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -127,7 +123,7 @@ class WebSocketRelay:
         finally:
             await upstream.close()
 
-    async def _relay(self, receive: Receive, send: Send, upstream: ClientConnection) -> None:
+    async def _relay(self, receive: Receive, send: Send, upstream: Upstream) -> None:
         to_upstream = asyncio.ensure_future(self._client_to_upstream(receive, upstream))
         to_client = asyncio.ensure_future(self._upstream_to_client(send, upstream))
         try:
@@ -138,11 +134,11 @@ class WebSocketRelay:
             await asyncio.gather(to_upstream, to_client, return_exceptions=True)
         for task in done:
             exc = task.exception()
-            if exc is not None and not isinstance(exc, (ConnectionClosed, OSError)):
+            if exc is not None and not isinstance(exc, (Closed, OSError)):
                 log.warning("jupyter-loopback: WebSocket relay failed: %r", exc)
 
     @staticmethod
-    async def _client_to_upstream(receive: Receive, upstream: ClientConnection) -> None:
+    async def _client_to_upstream(receive: Receive, upstream: Upstream) -> None:
         while True:
             message = await receive()
             kind = message["type"]
@@ -154,16 +150,18 @@ class WebSocketRelay:
                 return
 
     @staticmethod
-    async def _upstream_to_client(send: Send, upstream: ClientConnection) -> None:
+    async def _upstream_to_client(send: Send, upstream: Upstream) -> None:
         try:
-            async for data in upstream:
+            while True:
+                data = await upstream.recv()
                 if isinstance(data, str):
                     await send({"type": "websocket.send", "text": data})
                 else:
                     await send({"type": "websocket.send", "bytes": data})
-        except ConnectionClosed:
-            pass  # closed without a proper close frame: reported as 1011 below
-        close = upstream.protocol.close_rcvd
+        except Closed:
+            pass
+        # No close frame (the connection just dropped) is reported as 1011.
+        close = upstream.close_rcvd
         await send(
             {
                 "type": "websocket.close",
