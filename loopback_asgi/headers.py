@@ -55,6 +55,15 @@ def _connection_names(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
     return names
 
 
+def _dropped(base: frozenset[bytes], headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    names = _connection_names(headers)
+    return base | names if names else base
+
+
+_DROP_TRUSTED = HOP_BY_HOP | OWN
+_DROP = _DROP_TRUSTED | FORWARDED
+
+
 def _filter_cookies(value: bytes) -> bytes:
     kept = [
         c
@@ -83,9 +92,7 @@ def request_headers(
     kept only with ``trust_forwarded`` (the sidecar sits behind Jupyter).
     """
     headers = list(headers)
-    drop = HOP_BY_HOP | OWN | _connection_names(headers)
-    if not trust_forwarded:
-        drop |= FORWARDED
+    drop = _dropped(_DROP_TRUSTED if trust_forwarded else _DROP, headers)
     if websocket:
         drop |= WEBSOCKET
     out: Headers = [(b"host", target.netloc.encode("latin-1"))]
@@ -168,7 +175,7 @@ def response_headers(headers: Iterable[tuple[bytes, bytes]], target: Target, sta
     namespace asks for it (the default).
     """
     headers = list(headers)
-    drop = HOP_BY_HOP | _connection_names(headers)
+    drop = _dropped(HOP_BY_HOP, headers)
     if status in (204, 304):
         drop |= {b"content-length"}
     ns = target.namespace

@@ -241,7 +241,10 @@ class HTTPRelay:
                 }
             )
             final = False
-            async for chunk in response.aiter_raw():
+            # The transport's own byte stream, as ``aiter_raw()`` would give
+            # it (Content-Encoding intact), without its extra generator layer.
+            assert isinstance(response.stream, httpx.AsyncByteStream)
+            async for chunk in response.stream:
                 # A piece known to be the last is sent as final: one message,
                 # not two, for the common small response.
                 final = body_complete(response)
