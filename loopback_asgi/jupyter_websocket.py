@@ -14,6 +14,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -21,7 +22,7 @@ from jupyter_server_proxy.unixsock import UnixResolver
 from tornado import httpclient, httputil, web
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, WebSocketHandler
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, WebSocketHandler, WebSocketProtocol
 
 from .jupyter_sidecar import Sidecar, SidecarUnavailable
 
@@ -43,6 +44,7 @@ class WebSocketRelayMixin(WebSocketHandler):
     _ws: WebSocketClientConnection | None = None
     _opened: asyncio.Future[None] | None = None
     _upstream_closed: tuple[int | None, str | None] | None = None
+    _activity_at = -1e9
 
     def _cross_site(self) -> bool:
         raise NotImplementedError
@@ -119,20 +121,19 @@ class WebSocketRelayMixin(WebSocketHandler):
             await delivered
 
     def _deliver(self, message: str | bytes) -> Awaitable[None] | None:
-        self._record_activity()  # type: ignore[attr-defined]
-        try:
-            return _settled(self.write_message(message, binary=isinstance(message, bytes)))
-        except WebSocketClosedError:
-            return None
+        self._activity()
+        return _send(self.ws_connection, message)
 
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:
-        self._record_activity()  # type: ignore[attr-defined]
-        if self._ws is None:
-            return None
-        try:
-            return _settled(self._ws.write_message(message, binary=isinstance(message, bytes)))
-        except WebSocketClosedError:
-            return None
+        self._activity()
+        return _send(self._ws.protocol if self._ws is not None else None, message)
+
+    def _activity(self) -> None:
+        # Jupyter's idle culling works in minutes: one record a second is plenty.
+        now = time.monotonic()
+        if now - self._activity_at >= 1.0:
+            self._activity_at = now
+            self._record_activity()  # type: ignore[attr-defined]
 
     def on_close(self) -> None:
         if self._opened is not None and not self._opened.done():
@@ -166,6 +167,34 @@ async def _connect(relay: WebSocketRelayMixin, request: HTTPRequest, offered: li
         resolver=UnixResolver(socket_path=relay.sidecar.socket_path),
     )
     return await conn.connect_future
+
+
+def _send(conn: WebSocketProtocol | None, message: str | bytes) -> Awaitable[None] | None:
+    """Send one message on ``conn``: an awaitable while it still waits in the
+    socket's write buffer (backpressure), ``None`` once the kernel has it or if
+    ``conn`` is closed (the close path handles that)."""
+    if conn is None or conn.is_closing():
+        return None
+    binary = isinstance(message, bytes)
+    write_frame = getattr(conn, "_write_frame", None)
+    if write_frame is None or getattr(conn, "_compressor", None) is not None:
+        try:
+            return _settled(conn.write_message(message, binary=binary))
+        except WebSocketClosedError:
+            return None
+    # tornado's write_message() wraps every write in a Task; framing the
+    # message here spares it, and the loop turns it costs, when the write
+    # completes at once (nearly always for small messages).
+    payload = message if isinstance(message, bytes) else message.encode("utf-8")
+    try:
+        written: asyncio.Future[None] = write_frame(True, 0x2 if binary else 0x1, payload)
+    except StreamClosedError:
+        return None
+    if written.done():
+        if not written.cancelled():
+            written.exception()  # a closed stream is the close path's business
+        return None
+    return _settled(written)
 
 
 def _settled(future: Awaitable[None] | None) -> Awaitable[None] | None:
