@@ -130,7 +130,8 @@ class Upstream:
         protocol = self.protocol
         if protocol is None or protocol.state is not State.OPEN or self.sock is None:
             return
-        protocol.send_close(_close_code(code), reason)
+        # A close frame holds 123 bytes of reason (RFC 6455 §5.5); the page checked too.
+        protocol.send_close(_close_code(code), reason.encode()[:123].decode(errors="ignore"))
         self._write(protocol.data_to_send())
         self._on_loop(self._expect_close)
 
