@@ -169,6 +169,11 @@ class Connection(asyncio.Protocol):
 
     def idle(self) -> None:
         self.busy = False
+        if self._paused and self.transport is not None:
+            # A body can complete as it fills the buffer and be closed unread:
+            # the next response must not wait on a socket left paused.
+            self._paused = False
+            self.transport.resume_reading()
 
     def close(self) -> None:
         """Drop the connection at once (no flush: nothing pending is worth waiting for)."""
