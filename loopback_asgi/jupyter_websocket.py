@@ -18,13 +18,12 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from jupyter_server_proxy.unixsock import UnixResolver
-from tornado import httpclient, httputil, web
-from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado import httputil, web
 from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, WebSocketHandler, WebSocketProtocol
+from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol
 
 from .jupyter_sidecar import Sidecar, SidecarUnavailable
+from .jupyter_ws_client import Refused, SidecarWebSocket, connect
 
 __all__ = ["MAX_MESSAGE", "WebSocketRelayMixin"]
 
@@ -41,7 +40,7 @@ class WebSocketRelayMixin(WebSocketHandler):
     """WebSocket relay to the sidecar; the HTTP side (:class:`.jupyter_relay.RelayMixin`) supplies the hooks."""
 
     sidecar: Sidecar
-    _ws: WebSocketClientConnection | None = None
+    _ws: SidecarWebSocket | None = None
     _opened: asyncio.Future[None] | None = None
     _upstream_closed: tuple[int | None, str | None] | None = None
     _activity_at = -1e9
@@ -66,25 +65,27 @@ class WebSocketRelayMixin(WebSocketHandler):
         if self._cross_site():
             raise web.HTTPError(403, "Cross-site WebSocket refused.")
         offered = [p.strip() for p in self.request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-        request = HTTPRequest(
-            "ws://jupyter-loopback" + self._upstream_path(),
-            headers=self._upstream_headers(websocket=True),
-            connect_timeout=self.sidecar.restart_wait,
-            request_timeout=3600,  # the handshake only; tornado drops it after the upgrade
-        )
+        path, headers = self._upstream_path(), self._upstream_headers(websocket=True)
         self._opened = asyncio.get_running_loop().create_future()
         for attempt in range(3):
             try:
                 await self.sidecar.ensure()
-                self._ws = await _connect(self, request, offered)
+                self._ws = await connect(
+                    self.sidecar.socket_path,
+                    path,
+                    headers,
+                    offered,
+                    self._from_sidecar,
+                    timeout=self.sidecar.restart_wait,
+                    max_message=MAX_MESSAGE,
+                )
                 return
-            except HTTPClientError as exc:
-                if exc.code != 599:  # the sidecar refused the handshake: pass its answer on
-                    body = exc.response.body.decode("utf-8", "replace") if exc.response else str(exc)
-                    return self._fail(exc.code, body.strip() or exc.message or "WebSocket refused.")
+            except Refused as exc:  # the sidecar refused the handshake: pass its answer on
+                return self._fail(exc.code, exc.body)
+            except ValueError as exc:
+                return self._fail(400, str(exc))
+            except (OSError, asyncio.TimeoutError, SidecarUnavailable) as exc:
                 error: Exception = exc
-            except (OSError, StreamClosedError, SidecarUnavailable) as exc:
-                error = exc
             if attempt == 2:
                 return self._fail(502, f"The loopback sidecar is not reachable: {error}.")
 
@@ -99,34 +100,35 @@ class WebSocketRelayMixin(WebSocketHandler):
         if self._upstream_closed is not None:
             self.close(*self._upstream_closed)
 
-    def _from_sidecar(self, message: str | bytes | None, conn: WebSocketClientConnection) -> Awaitable[None] | None:
-        """Called by tornado for each sidecar message (``None``: closed); what it returns is awaited first."""
-        if message is None:
-            code = _close_code(conn.close_code)
-            self._upstream_closed = (code, conn.close_reason if code else None)
+    def _from_sidecar(self, ws: SidecarWebSocket, data: bytes | None, binary: bool) -> Awaitable[None] | None:
+        """Called for each sidecar message (``None``: closed); what it returns is awaited first."""
+        if data is None:
+            code = _close_code(ws.close_code)
+            self._upstream_closed = (code, ws.close_reason if code else None)
             if self.ws_connection is not None and not self.ws_connection.is_closing():
                 self.close(*self._upstream_closed)
             return None
         if self._opened is None or not self._opened.done():
             # A message before the browser's handshake is answered: hold the
             # sidecar (and this message) until it is.
-            return self._deliver_after_open(message)
-        return self._deliver(message)
+            return self._deliver_after_open(data, binary)
+        self._activity()
+        return _send(self.ws_connection, data, binary)
 
-    async def _deliver_after_open(self, message: str | bytes) -> None:
+    async def _deliver_after_open(self, data: bytes, binary: bool) -> None:
         assert self._opened is not None
         await self._opened
-        delivered = self._deliver(message)
+        delivered = _send(self.ws_connection, data, binary)
         if delivered is not None:
             await delivered
 
-    def _deliver(self, message: str | bytes) -> Awaitable[None] | None:
-        self._activity()
-        return _send(self.ws_connection, message)
-
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:
         self._activity()
-        return _send(self._ws.protocol if self._ws is not None else None, message)
+        if self._ws is None:
+            return None
+        if isinstance(message, bytes):
+            return self._ws.send(message, True)
+        return self._ws.send(message.encode("utf-8"), False)
 
     def _activity(self) -> None:
         # Jupyter's idle culling works in minutes: one record a second is plenty.
@@ -138,54 +140,27 @@ class WebSocketRelayMixin(WebSocketHandler):
     def on_close(self) -> None:
         if self._opened is not None and not self._opened.done():
             self._opened.cancel()
-        if self._ws is not None and self._ws.protocol is not None:
+        if self._ws is not None:
             code = _close_code(getattr(self, "close_code", None))
             self._ws.close(code, getattr(self, "close_reason", None) if code else None)
 
 
-class _SidecarConnection(WebSocketClientConnection):
-    """The sidecar leg: each message goes straight to the browser, and tornado
-    awaits that write before reading the next frame (backpressure, no queue)."""
-
-    def __init__(self, relay: WebSocketRelayMixin, request: HTTPRequest, **kwargs: Any) -> None:
-        self.relay = relay
-        super().__init__(request, **kwargs)
-
-    def _on_message(self, message: str | bytes | None) -> Awaitable[None] | None:
-        return self.relay._from_sidecar(message, self)
-
-
-async def _connect(relay: WebSocketRelayMixin, request: HTTPRequest, offered: list[str]) -> WebSocketClientConnection:
-    # tornado.websocket.websocket_connect, with our connection class.
-    request.headers = httputil.HTTPHeaders(request.headers)
-    proxy = httpclient._RequestProxy(request, HTTPRequest._DEFAULTS)
-    conn = _SidecarConnection(
-        relay,
-        proxy,  # type: ignore[arg-type]
-        max_message_size=MAX_MESSAGE,
-        subprotocols=offered or None,
-        resolver=UnixResolver(socket_path=relay.sidecar.socket_path),
-    )
-    return await conn.connect_future
-
-
-def _send(conn: WebSocketProtocol | None, message: str | bytes) -> Awaitable[None] | None:
-    """Send one message on ``conn``: an awaitable while it still waits in the
-    socket's write buffer (backpressure), ``None`` once the kernel has it or if
-    ``conn`` is closed (the close path handles that)."""
+def _send(conn: WebSocketProtocol | None, payload: bytes, binary: bool) -> Awaitable[None] | None:
+    """Send one message to the browser on ``conn``: an awaitable while it still
+    waits in the socket's write buffer (backpressure), ``None`` once the kernel
+    has it or if ``conn`` is closed (the close path handles that)."""
     if conn is None or conn.is_closing():
         return None
-    binary = isinstance(message, bytes)
     write_frame = getattr(conn, "_write_frame", None)
     if write_frame is None or getattr(conn, "_compressor", None) is not None:
         try:
+            message = payload if binary else payload.decode("utf-8")
             return _settled(conn.write_message(message, binary=binary))
         except WebSocketClosedError:
             return None
     # tornado's write_message() wraps every write in a Task; framing the
     # message here spares it, and the loop turns it costs, when the write
     # completes at once (nearly always for small messages).
-    payload = message if isinstance(message, bytes) else message.encode("utf-8")
     try:
         written: asyncio.Future[None] = write_frame(True, 0x2 if binary else 0x1, payload)
     except StreamClosedError:
