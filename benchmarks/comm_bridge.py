@@ -13,6 +13,10 @@ run:
 - ours: ``comm_bridge`` (this project).
 - 0.3.3: jupyter-loopback 0.3.3's bridge in its own venv (same distribution
   name, so it cannot share ours), driven with its own message shapes.
+
+Besides wall-clock figures it reports the kernel's own CPU time per round
+trip, echo and download (``/proc/<pid>/stat``, Linux), which other load on
+the machine disturbs far less.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -211,6 +216,31 @@ async def ours_fetch(bridge: Bridge, port: int, n: int) -> int:
     return size
 
 
+def kernel_cpu(kernel: Kernel) -> float:
+    """CPU seconds the kernel process has used so far, all threads (its children not included)."""
+    pid = kernel.km.provisioner.process.pid  # type: ignore[attr-defined]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_per_op(
+    kernel: Kernel, subjects: dict[str, Callable[[], Awaitable[Any]]], n: int, rounds: int = 3
+) -> dict[str, float]:
+    """The kernel's CPU in ms per call of each subject: blocks of ``n`` calls, subjects in turn, ``rounds`` times.
+
+    Less sensitive to a busy machine than wall-clock latency: other processes
+    slow a round trip down but do not add to the kernel's own CPU time.
+    """
+    spent = dict.fromkeys(subjects, 0.0)
+    for _ in range(rounds):
+        for name, fn in subjects.items():
+            before = kernel_cpu(kernel)
+            for _ in range(n):
+                await fn()
+            spent[name] += kernel_cpu(kernel) - before
+    return {name: total * 1000 / (n * rounds) for name, total in spent.items()}
+
+
 async def behind_slow(request: Callable[[str], Awaitable[Any]], rounds: int = 3) -> float:
     """Median wait of a fast request sent just after four slow ones."""
     waits = []
@@ -322,6 +352,21 @@ async def main(n: int, repeat: int) -> dict[str, Any]:
                 size,
                 repeat_,
             )
+        ws = ours.websocket(port, "/ws")
+        await ws.opened
+
+        async def ws_echo() -> None:
+            await ws.send("x")
+            await ws.recv()
+
+        results["kernel CPU ms per op"] = await cpu_per_op(
+            ours_kernel, {"floor": lambda: floor.echo([]), "request": lambda: ours_echo([]), "ws echo": ws_echo}, n // 2
+        )
+        ws.close()
+        await ws.closed
+        results["kernel CPU ms per 20 MB"] = await cpu_per_op(
+            ours_kernel, {"floor": lambda: floor.pull(20 * MB), "ours": lambda: ours_fetch(ours, port, 20 * MB)}, repeat
+        )
         ours_ws = await ws_ours(ours, port, n, 1000, lambda: ours_echo([]))
         peer_ws = await ws_peer(peer, peer_port, n, 1000)
         results["ws echo p50 ms"] = {"ours": ours_ws["echo"], "request": ours_ws["request"], "0.3.3": peer_ws["echo"]}
@@ -377,6 +422,21 @@ def table(results: dict[str, Any]) -> str:
         f"| WebSocket frames/s, 1000 in order | – | {fmt(row['ours'])} ({order['ours']})"
         f" | {fmt(row['0.3.3'])} ({order['0.3.3']}) | – | ≥ 400 |"
     )
+    cpu = results.get("kernel CPU ms per op")
+    if cpu is not None:
+        lines.append(
+            f"| kernel CPU per round trip, 0 B (ms) | {cpu['floor']:.2f} | {cpu['request']:.2f} | – "
+            f"| +{cpu['request'] - cpu['floor']:.2f} ms | – |"
+        )
+        lines.append(
+            f"| kernel CPU per WebSocket echo (ms) | – | {cpu['ws echo']:.2f} | – "
+            f"| {cpu['ws echo'] / cpu['request']:.2f}× our request | – |"
+        )
+        fetch = results["kernel CPU ms per 20 MB"]
+        lines.append(
+            f"| kernel CPU per 20 MB fetch (ms) | {fetch['floor']:.1f} | {fetch['ours']:.1f} | – "
+            f"| {fetch['ours'] / fetch['floor']:.2f}× | – |"
+        )
     row = results["request behind 4 slow handlers ms"]
     lines.append(
         f"| request behind four {SLOW_S:g} s handlers (ms) | – | {fmt(row['ours'])} | {fmt(row['0.3.3'])}"
