@@ -57,6 +57,7 @@ class Upstream(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._paused = False
+        self._discard = False
         self._writable = True
         self._ping_interval = ping_interval
         self._ping_timer: asyncio.TimerHandle | None = None
@@ -106,7 +107,16 @@ class Upstream(asyncio.Protocol):
                 self._drain = None
 
     async def close(self, code: int = 1000, reason: str = "", *, timeout: float = 2) -> None:
-        """Start (or finish) the closing handshake, wait up to ``timeout`` s for the upstream, then drop it."""
+        """Start (or finish) the closing handshake, wait up to ``timeout`` s for the upstream, then drop it.
+
+        Messages not yet received are dropped, and reading resumes if it was
+        paused: the upstream's answer is read even behind a full queue.
+        """
+        self._discard = True
+        self._messages.clear()
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
         if self.protocol.state is State.OPEN:
             self.protocol.send_close(code, reason)
             self._flush()
@@ -192,6 +202,8 @@ class Upstream(asyncio.Protocol):
             return
         data = b"".join([*self._fragments, frame.data]) if self._fragments else bytes(frame.data)
         self._fragments = []
+        if self._discard:
+            return
         if self._opcode is Opcode.TEXT:
             try:
                 self._messages.append(data.decode())
