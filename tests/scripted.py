@@ -87,7 +87,8 @@ class Peer:
         self.writer.close()
 
     def abort(self) -> None:
-        self.writer.transport.abort()
+        if not self.writer.transport.is_closing():  # a closed transport must not be aborted
+            self.writer.transport.abort()
 
 
 Script = Callable[[Peer], Awaitable[None]]
