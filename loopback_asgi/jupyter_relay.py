@@ -26,8 +26,8 @@ from typing import Any
 
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import httputil, web
-from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
+from tornado.websocket import WebSocketHandler
 
 from .jupyter_response import BadResponse, ResponseRelay
 from .jupyter_sidecar import Sidecar, SidecarUnavailable
@@ -37,9 +37,6 @@ __all__ = ["RelayMixin"]
 
 DRAIN_LIMIT = 2**20
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-PARAMS = HTTP1ConnectionParameters(
-    decompress=False, chunk_size=256 * 1024, max_header_size=256 * 1024, max_body_size=2**62
-)
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer"}
     | {"transfer-encoding", "upgrade", "expect", "forwarded"}
@@ -66,12 +63,22 @@ class RelayMixin(WebSocketRelayMixin):
     replace: str = ""
     secrets: frozenset[str] = frozenset()
 
-    _conn: HTTP1Connection | None = None
+    _conn: IOStream | None = None
     _body = False
+    _chunked = False
     _reused = False
     _write_failed = False
     _refusal: web.HTTPError | None = None
     _pending: tuple[int, str] | None = None
+
+    def __init__(self, application: web.Application, request: httputil.HTTPServerRequest, **kwargs: Any) -> None:
+        # jupyter-server-proxy's constructors run RequestHandler.__init__ twice
+        # and wrap seven methods per request (about a tenth of a small GET's
+        # CPU here). The relay uses none of what they set up but the two
+        # settings its activity tracking reads; one __init__ is enough.
+        self.update_last_activity = True
+        self.exclude_last_activity_patterns: list[re.Pattern[str]] = []
+        WebSocketHandler.__init__(self, application, request, **kwargs)
 
     async def ensure_process(self) -> None:
         """jupyter-server-proxy's hook: (re)start the sidecar, wait until it accepts connections."""
@@ -120,10 +127,10 @@ class RelayMixin(WebSocketRelayMixin):
             rest = "/" + rest
         return self.replace + rest
 
-    def _upstream_headers(self, *, websocket: bool = False) -> httputil.HTTPHeaders:
+    def _upstream_headers(self, *, websocket: bool = False) -> list[tuple[str, str]]:
         headers = self.request.headers
         named = {v.strip().lower() for v in headers.get("Connection", "").split(",")}
-        out = httputil.HTTPHeaders()
+        out = []
         for name, value in headers.get_all():
             low = name.lower()
             if low in HOP_BY_HOP or low in named or low.startswith("x-forwarded-"):
@@ -132,11 +139,11 @@ class RelayMixin(WebSocketRelayMixin):
                 continue
             if low == "authorization" and self._is_jupyter_credential(value):
                 continue
-            out.add(name, value)
+            out.append((name, value))
         # The sidecar trusts these: only this server can reach its socket.
-        out["X-Forwarded-For"] = self.request.remote_ip or ""
-        out["X-Forwarded-Proto"] = self.request.protocol
-        out["X-Forwarded-Host"] = self.request.host
+        out.append(("X-Forwarded-For", self.request.remote_ip or ""))
+        out.append(("X-Forwarded-Proto", self.request.protocol))
+        out.append(("X-Forwarded-Host", self.request.host))
         return out
 
     def _fail(self, status: int, message: str) -> None:
@@ -165,7 +172,7 @@ class RelayMixin(WebSocketRelayMixin):
         if self._finished:
             return
         self._transforms = []
-        self._record_activity()  # type: ignore[attr-defined]
+        self._activity()
         if upgrade:
             return await self._open_websocket()
         stream = getattr(self.request.connection, "stream", None)
@@ -175,8 +182,7 @@ class RelayMixin(WebSocketRelayMixin):
         length = self.request.headers.get("Content-Length")
         chunked = "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
         self._body = chunked or (length is not None and length.strip() not in ("", "0"))
-        if chunked and self.request.method not in ("POST", "PUT", "PATCH"):
-            return self._fail(411, "A body on this method needs a Content-Length.")
+        self._chunked = chunked
         await self._start_request(reuse=not self._body)
 
     async def _start_request(self, *, reuse: bool) -> None:
@@ -186,14 +192,17 @@ class RelayMixin(WebSocketRelayMixin):
             self._pending = (502, str(exc))  # answered once the body is read
             return
         self._reused = reuse
-        self._conn = HTTP1Connection(stream, True, PARAMS)
-        start = httputil.RequestStartLine(self.request.method or "GET", self._upstream_path(), "HTTP/1.1")
+        self._conn = stream
+        # The request head in one write; tornado's parser already refused
+        # line breaks in the path and header values.
+        lines = [f"{self.request.method} {self._upstream_path()} HTTP/1.1"]
+        lines.extend(f"{name}: {value}" for name, value in self._upstream_headers())
+        if self._chunked:  # the browser's framing is hop-by-hop: chunk again towards the sidecar
+            lines.append("Transfer-Encoding: chunked")
         try:
-            await self._conn.write_headers(start, self._upstream_headers())
+            await stream.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         except StreamClosedError:
             self._write_failed = True
-        if not self._body:
-            self._conn.finish()
 
     def _small_body(self) -> bool:
         length = self.request.headers.get("Content-Length", "0")
@@ -201,10 +210,13 @@ class RelayMixin(WebSocketRelayMixin):
         return not chunked and length.isdigit() and int(length) <= DRAIN_LIMIT
 
     async def data_received(self, chunk: bytes) -> None:
-        if self._conn is None or self._write_failed:
+        if self._conn is None or self._write_failed or not chunk:
             return  # the sidecar stopped reading (it answered early): drop the rest
         try:
-            await self._conn.write(chunk)
+            if self._chunked:
+                await self._conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            else:
+                await self._conn.write(chunk)
         except StreamClosedError:
             self._write_failed = True
 
@@ -218,8 +230,11 @@ class RelayMixin(WebSocketRelayMixin):
             raise self._refusal
         if self._finished or self._conn is None:
             return
-        if self._body and not self._write_failed:
-            self._conn.finish()
+        if self._chunked and not self._write_failed:
+            try:
+                await self._conn.write(b"0\r\n\r\n")
+            except StreamClosedError:
+                self._write_failed = True
         relay = await self._read_response()
         deadline = time.monotonic() + self.sidecar.restart_wait
         delay = 0.01
@@ -254,14 +269,14 @@ class RelayMixin(WebSocketRelayMixin):
             self.request.connection.close()  # type: ignore[union-attr]
             return
         if relay.keep_alive and not self._write_failed:
-            self.sidecar.release(conn.detach())
+            self.sidecar.release(conn)
         else:
             conn.close()
         JupyterHandler.finish(self)
 
     async def _read_response(self) -> ResponseRelay:
         assert self._conn is not None
-        relay = ResponseRelay(self, self._conn.stream, self.request.method or "GET")
+        relay = ResponseRelay(self, self._conn, self.request.method or "GET")
         try:
             await relay.run()
         except (StreamClosedError, BadResponse):

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from tornado import httputil, web
+from tornado import web
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol
 
@@ -51,7 +51,7 @@ class WebSocketRelayMixin(WebSocketHandler):
     def _upstream_path(self) -> str:
         raise NotImplementedError
 
-    def _upstream_headers(self, *, websocket: bool = False) -> httputil.HTTPHeaders:
+    def _upstream_headers(self, *, websocket: bool = False) -> list[tuple[str, str]]:
         raise NotImplementedError
 
     def _fail(self, status: int, message: str) -> None:

@@ -26,7 +26,7 @@ import base64
 import hashlib
 import os
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from tornado import httputil
 
@@ -283,7 +283,7 @@ class SidecarWebSocket(asyncio.Protocol):
 async def connect(
     socket_path: str,
     path: str,
-    headers: httputil.HTTPHeaders,
+    headers: Iterable[tuple[str, str]],
     offered: list[str],
     on_message: OnMessage,
     *,
@@ -307,7 +307,7 @@ async def connect(
     ]
     if offered:
         lines.append("Sec-WebSocket-Protocol: " + ", ".join(offered))
-    lines.extend(f"{name}: {value}" for name, value in headers.get_all())
+    lines.extend(f"{name}: {value}" for name, value in headers)
     if any("\r" in line or "\n" in line for line in lines):
         raise ValueError("A header or the path holds a line break.")
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

@@ -405,6 +405,28 @@ def test_webdav_style_methods_reach_the_upstream(jupyter_base: JupyterServer, up
     assert (r.json()["method"], r.json()["size"]) == (method, 4)
 
 
+def test_bodies_of_every_framing_and_size_arrive_whole(jupyter_base: JupyterServer, upstream: int) -> None:
+    # The adapter reads the sidecar's response itself (jupyter_response.py): small bodies share
+    # the head's write, large ones stream through one buffer, chunked ones are re-framed.
+    expected = bytes(range(256)) * 4096
+    with jupyter_base.client() as c:
+        for n in (0, 1, 65536, 65537, 3 * 2**20 + 5):
+            for chunked in ("0", "1"):
+                r = c.get(jupyter_base.loopback(upstream, f"bytes?n={n}&chunked={chunked}"), headers=jupyter_base.auth)
+                assert r.status_code == 200 and len(r.content) == n, (n, chunked)
+                assert r.content == (expected * 4)[:n], (n, chunked)
+                assert ("content-length" in r.headers) == (chunked == "0"), (n, chunked)
+
+        def chunks() -> Iterator[bytes]:
+            yield from (b"y" * 1000 for _ in range(3))
+
+        for method in ("DELETE", "PROPFIND"):  # a chunked body on a method other than POST/PUT/PATCH
+            r = c.request(
+                method, jupyter_base.loopback(upstream, "echo/x"), headers=jupyter_base.auth, content=chunks()
+            )
+            assert (r.status_code, r.json()["method"], r.json()["size"]) == (200, method, 3000)
+
+
 def test_token_visit_logs_the_browser_in(jupyter_base: JupyterServer, upstream: int) -> None:
     with jupyter_base.client() as c:
         r = c.get(jupyter_base.loopback(upstream, f"headers?token={jupyter_base.token}"))

@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from tornado.httputil import HTTPHeaders
 from websockets.asyncio.server import ServerConnection, unix_serve
 from websockets.http11 import Request, Response
 
@@ -49,7 +48,7 @@ async def server(handler: Handler, **kwargs: Any) -> AsyncIterator[str]:
 
 async def open_ws(path: str, inbox: Inbox, offered: list[str] | None = None, **kwargs: Any) -> SidecarWebSocket:
     kwargs.setdefault("max_message", 2**30)
-    return await connect(path, "/ws?x=1", HTTPHeaders({"X-Test": "yes"}), offered or [], inbox, timeout=5, **kwargs)
+    return await connect(path, "/ws?x=1", [("X-Test", "yes")], offered or [], inbox, timeout=5, **kwargs)
 
 
 async def test_messages_both_ways_with_fragments_pings_and_the_subprotocol() -> None:
