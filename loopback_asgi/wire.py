@@ -30,6 +30,12 @@ def _has(headers: list[tuple[bytes, bytes]], name: bytes) -> bool:
     return any(n.lower() == name for n, _ in headers)
 
 
+def _chunked(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the response's last transfer coding is chunked (else its body ends with the connection)."""
+    codings = [v for n, v in headers if n.lower() == b"transfer-encoding"]
+    return bool(codings) and codings[-1].rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+
+
 class Connection(asyncio.Protocol):
     """A keep-alive connection to one upstream; one request at a time."""
 
@@ -257,7 +263,8 @@ class Connection(asyncio.Protocol):
         if self._head_only:
             self._complete = True
         elif status not in (204, 304):
-            self._until_eof = not (_has(self.headers, b"content-length") or _has(self.headers, b"transfer-encoding"))
+            # RFC 9112 section 6.3: neither a length nor chunked last means until the end.
+            self._until_eof = not (_has(self.headers, b"content-length") or _chunked(self.headers))
         self._wake()
 
     def on_body(self, body: bytes) -> None:
