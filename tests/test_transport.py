@@ -116,13 +116,17 @@ async def test_switching_protocols_on_a_plain_request_is_an_error() -> None:
         await asyncio.wait_for(server.peers[0].done.wait(), WAIT)  # the client closed it
 
 
-@pytest.mark.parametrize("status_line", [b"HTTP/1.1 200 OK", b"HTTP/1.0 200 OK"])
-async def test_a_body_delimited_by_close_is_complete_and_the_connection_not_reused(status_line: bytes) -> None:
+@pytest.mark.parametrize(
+    "head",
+    [b"HTTP/1.1 200 OK\r\n", b"HTTP/1.0 200 OK\r\n", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n"],
+    ids=["http-1.1", "http-1.0", "not-chunked"],  # RFC 9112 section 6.3: a coding other than chunked last
+)
+async def test_a_body_delimited_by_close_is_complete_and_the_connection_not_reused(head: bytes) -> None:
     body = random.Random(1).randbytes(300_000)
 
     async def script(peer: Peer) -> None:
         await peer.read_request()
-        await peer.send(status_line + b"\r\nContent-Type: application/octet-stream\r\n\r\n" + body)
+        await peer.send(head + b"Content-Type: application/octet-stream\r\n\r\n" + body)
         peer.close()
 
     async with ScriptedServer(script, keep_alive) as server, pool() as (_, client):
@@ -250,6 +254,29 @@ async def test_a_connection_the_upstream_closed_while_idle_is_not_used() -> None
         await asyncio.wait_for(server.peers[0].done.wait(), WAIT)
         assert (await client.get(f"{server.url}/2")).content == b"ok /2"
         assert len(server.peers[0].requests) == 1
+
+
+async def test_the_sidecar_relays_head_and_a_stale_connection_without_a_fault(sidecar: str) -> None:
+    """Through the sidecar: a GET that meets a stale connection gets 200; HEAD with a length answers at once."""
+
+    async def script(peer: Peer) -> None:
+        while True:
+            request = await peer.read_request(timeout=60)
+            if request.method == b"HEAD":
+                await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            else:
+                await peer.send(ok(b"ok " + request.target))
+
+    async with (
+        ScriptedServer(answer_once_then_drop, script) as server,
+        httpx.AsyncClient(headers=AUTH, timeout=WAIT, trust_env=False) as client,
+    ):
+        assert (await client.get(f"{sidecar}/app/{server.port}/1")).content == b"first"
+        r = await client.get(f"{sidecar}/app/{server.port}/2")
+        assert (r.status_code, r.content) == (200, b"ok /2")
+        assert len(server.peers[0].requests) == 2  # it did meet the stale connection
+        r = await asyncio.wait_for(client.head(f"{sidecar}/app/{server.port}/h"), 2)
+        assert (r.status_code, r.headers["content-length"], r.content) == (200, "1000", b"")
 
 
 MALFORMED = [
