@@ -234,8 +234,10 @@ class Upstream(asyncio.Protocol):
     def _ping(self) -> None:
         if self.protocol.state is not State.OPEN:
             return
-        if self._pong_due is not None:
-            # No pong for a whole interval: the upstream is gone.
+        # No pong for a whole interval: the upstream is gone. Unless reading
+        # is paused for a slow consumer: the pong may be waiting unread, so
+        # a fresh ping replaces the one due.
+        if self._pong_due is not None and not self._paused:
             self.protocol.fail(1011, "keepalive ping timeout")
             self._flush()
             self.abort()
