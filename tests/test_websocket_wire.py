@@ -377,3 +377,34 @@ async def test_close_with_a_full_queue_still_reads_the_upstreams_answer() -> Non
         assert time.monotonic() - started < 1, "close waited for its timeout"
         assert upstream.close_rcvd is not None and upstream.close_rcvd.code == 1001
     assert closed == [(1001, "going away")]
+
+
+async def test_a_consumer_behind_on_its_queue_does_not_fail_keepalive() -> None:
+    """Reading paused by backpressure also holds back the upstream's pongs: that is not a dead upstream."""
+    interval, pings = 0.1, 0
+    codes: list[tuple[int, str]] = []
+
+    async def answers(peer: Peer) -> None:
+        nonlocal pings
+        await accept(peer)
+        await peer.send(b"".join(frame(TEXT, b"%d" % i) for i in range(10)))
+        for _ in range(1000):
+            opcode, _, data = await read_frame(peer)
+            if opcode == PING:
+                pings += 1
+                await peer.send(frame(PONG, data))
+            elif opcode == CLOSE:
+                await peer.send(frame(CLOSE, data))
+                codes.append((int.from_bytes(data[:2], "big"), data[2:].decode()))
+                peer.close()
+                return
+
+    async with ScriptedServer(answers) as server:
+        upstream = await connect(server, ping_interval=interval, max_queue=4)
+        deadline = time.monotonic() + WAIT
+        while (pings < 4 or not upstream._paused) and time.monotonic() < deadline:
+            await asyncio.sleep(interval / 2)
+        assert upstream._paused and pings >= 4  # several intervals with the pongs unread
+        assert [await asyncio.wait_for(upstream.recv(), WAIT) for _ in range(10)] == [str(i) for i in range(10)]
+        await upstream.close()
+    assert codes == [(1000, "")]
