@@ -606,3 +606,11 @@ async def test_a_response_closed_unread_after_reading_paused_leaves_a_working_co
         await r.aclose()
         r = await asyncio.wait_for(client.get(f"{server.url}/next"), WAIT)
         assert r.content == b"ok /next"
+
+
+async def test_an_expired_idle_connection_is_closed_not_reused() -> None:
+    async with ScriptedServer(keep_alive) as server, pool(keepalive_expiry=0) as (_, client):
+        for i in range(3):
+            assert (await client.get(f"{server.url}/{i}")).content == b"ok /%d" % i
+        assert len(server.peers) == 3
+        await asyncio.wait_for(asyncio.gather(*(p.done.wait() for p in server.peers[:2])), WAIT)

@@ -408,3 +408,29 @@ async def test_a_consumer_behind_on_its_queue_does_not_fail_keepalive() -> None:
         assert [await asyncio.wait_for(upstream.recv(), WAIT) for _ in range(10)] == [str(i) for i in range(10)]
         await upstream.close()
     assert codes == [(1000, "")]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"Sec-WebSocket-Accept: d3JvbmcgYWNjZXB0IGtleSE=\r\n",
+        b"Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: never-offered\r\n",
+        b"Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n",
+    ],
+    ids=["wrong-accept", "unoffered-subprotocol", "unoffered-extension"],
+)
+async def test_a_101_that_breaks_the_handshake_rules_is_invalid_handshake(answer: bytes) -> None:
+    async def script(peer: Peer) -> None:
+        request = await peer.read_request()
+        key = request.header(b"sec-websocket-key")
+        assert key is not None
+        head = answer.replace(b"{accept}", ws_accept(key))
+        await peer.send(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" + head + b"\r\n"
+        )
+        await peer.read_eof()
+
+    async with ScriptedServer(script) as server:
+        with pytest.raises(InvalidHandshake):
+            await connect(server, subprotocols=["a"])
+        await asyncio.wait_for(server.peers[0].done.wait(), WAIT)  # and the connection is dropped
