@@ -614,3 +614,20 @@ async def test_an_expired_idle_connection_is_closed_not_reused() -> None:
             assert (await client.get(f"{server.url}/{i}")).content == b"ok /%d" % i
         assert len(server.peers) == 3
         await asyncio.wait_for(asyncio.gather(*(p.done.wait() for p in server.peers[:2])), WAIT)
+
+
+async def test_an_early_answer_while_the_body_is_still_streaming_stands() -> None:
+    """The upstream answers 413 after the head and closes: the rest of the upload is dropped, the 413 is the answer."""
+
+    async def script(peer: Peer) -> None:
+        await peer.reader.readuntil(b"\r\n\r\n")
+        await peer.send(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large")
+        peer.close()
+
+    async def upload() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            yield b"x" * 65536
+
+    async with ScriptedServer(script) as server, pool() as (_, client):
+        r = await asyncio.wait_for(client.post(server.url, content=upload()), WAIT)
+        assert (r.status_code, r.content) == (413, b"too large")
