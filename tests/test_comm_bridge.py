@@ -258,6 +258,14 @@ async def test_websocket_close_from_the_page(bridge: Bridge, kernel_upstream: in
     assert __import__("json").loads(await response.read()) == {"code": 4001, "reason": "done"}
 
 
+async def test_websocket_closed_while_connecting(bridge: Bridge, kernel_upstream: int) -> None:
+    """A close sent before the upstream answered waits for the handshake, then goes upstream with its code."""
+    ws = bridge.websocket(kernel_upstream, "/ws")
+    ws.close(4002, "early")  # the kernel has not even started connecting yet
+    await asyncio.wait_for(ws.opened, 10)
+    assert await asyncio.wait_for(ws.closed, 10) == (4002, "early")
+
+
 async def test_websocket_refused(bridge: Bridge) -> None:
     ws = bridge.websocket(_closed_port(), "/ws")
     with pytest.raises(BridgeError) as refused:
