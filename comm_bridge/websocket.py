@@ -25,6 +25,7 @@ about 0.3 ms more (docs/comm-bridge.md).
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 from collections import deque
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     from .fetch import Streams
 
 __all__ = ["Upstream", "serve_websocket"]
+
+log = logging.getLogger("comm_bridge")
 
 PageFrame = tuple[bool, bool, "bytes | memoryview"]
 """``(text, final, piece)`` as the page sent it."""
@@ -197,6 +200,13 @@ class Upstream:
             self.streams.send({"op": "credit", "id": self.session.id, "bytes": credit}, ())
 
     def _readable(self) -> None:
+        try:
+            self._read()
+        except Exception:  # a bug here must end this stream, not spin the loop on a readable socket
+            log.debug("comm_bridge: WebSocket %s failed", self.session.id, exc_info=True)
+            self._end()
+
+    def _read(self) -> None:
         assert self.sock is not None and self.protocol is not None
         try:
             data = self.sock.recv(READ_SIZE)
