@@ -76,6 +76,9 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
             try:
                 await conn.send_request(request)
                 await conn.wait_headers()
+            except httpx.LocalProtocolError:
+                conn.close()  # the request itself is bad: another connection would not help
+                raise
             except httpx.TransportError:
                 conn.close()
                 if reused and replayable and not conn.received_any:

@@ -34,6 +34,8 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
+from .wire import WriteFlow
+
 __all__ = ["Closed", "Upstream", "open_upstream"]
 
 
@@ -41,7 +43,7 @@ class Closed(Exception):
     """The upstream connection is over: no more messages."""
 
 
-class Upstream(asyncio.Protocol):
+class Upstream(WriteFlow, asyncio.Protocol):
     """A client WebSocket connection; one reader and one writer at a time."""
 
     def __init__(self, protocol: ClientProtocol, *, max_queue: int, ping_interval: float | None) -> None:
@@ -55,10 +57,8 @@ class Upstream(asyncio.Protocol):
         self._fragments: list[bytes] = []
         self._opcode = Opcode.TEXT
         self._waiter: asyncio.Future[None] | None = None
-        self._drain: asyncio.Future[None] | None = None
         self._paused = False
         self._discard = False
-        self._writable = True
         self._ping_interval = ping_interval
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_due: bytes | None = None
@@ -99,12 +99,7 @@ class Upstream(asyncio.Protocol):
         else:
             self.protocol.send_binary(message)
         self._flush()
-        if not self._writable and not self.lost.done():
-            self._drain = self._loop.create_future()
-            try:
-                await self._drain
-            finally:
-                self._drain = None
+        await self.wait_writable()
 
     async def close(self, code: int = 1000, reason: str = "", *, timeout: float = 2) -> None:
         """Start (or finish) the closing handshake, wait up to ``timeout`` s for the upstream, then drop it.
@@ -153,17 +148,9 @@ class Upstream(asyncio.Protocol):
             self.handshake.set_exception(InvalidHandshake("The upstream closed the connection during the handshake."))
         if not self.lost.done():
             self.lost.set_result(None)
-        for future in (self._waiter, self._drain):
-            if future is not None and not future.done():
-                future.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._writable = False
-
-    def resume_writing(self) -> None:
-        self._writable = True
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        self.writer_lost()
 
     # -- the protocol's events -------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import cast
 import httptools
 import httpx
 
-__all__ = ["HIGH_WATER", "LOW_WATER", "Connection"]
+__all__ = ["HIGH_WATER", "LOW_WATER", "Connection", "WriteFlow"]
 
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
@@ -36,7 +36,39 @@ def _chunked(headers: list[tuple[bytes, bytes]]) -> bool:
     return bool(codings) and codings[-1].rsplit(b",", 1)[-1].strip().lower() == b"chunked"
 
 
-class Connection(asyncio.Protocol):
+class WriteFlow:
+    """Write-side flow control for a protocol: :meth:`wait_writable` returns once the socket's buffer has room.
+
+    asyncio calls ``pause_writing``/``resume_writing``; the protocol calls
+    :meth:`writer_lost` from ``connection_lost``, after which nothing waits.
+    """
+
+    _loop: asyncio.AbstractEventLoop
+    _writable = True
+    _drain: asyncio.Future[None] | None = None
+
+    def pause_writing(self) -> None:
+        self._writable = False
+
+    def resume_writing(self) -> None:
+        self._writable = True
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def writer_lost(self) -> None:
+        self.resume_writing()  # no more pauses: the caller's next write finds the connection gone
+
+    async def wait_writable(self) -> None:
+        if self._writable:
+            return
+        self._drain = self._loop.create_future()
+        try:
+            await self._drain
+        finally:
+            self._drain = None
+
+
+class Connection(WriteFlow, asyncio.Protocol):
     """A keep-alive connection to one upstream; one request at a time."""
 
     def __init__(self) -> None:
@@ -46,8 +78,6 @@ class Connection(asyncio.Protocol):
         self.on_lost: Callable[[Connection], object] | None = None
         self.closed = False
         self.busy = False
-        self._writable = True
-        self._drain: asyncio.Future[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._start(head_only=False)
 
@@ -97,7 +127,7 @@ class Connection(asyncio.Protocol):
             if b"\r" in name or b"\n" in name or b"\r" in value or b"\n" in value or b":" in name:
                 raise httpx.LocalProtocolError("A request header contains a line break or a bad name.")
             if name.lower() == b"transfer-encoding":
-                chunked = value.strip().lower() == b"chunked"
+                chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"  # the last coding frames
             parts += (name, b": ", value, b"\r\n")
         parts.append(b"\r\n")
         stream = request.stream
@@ -119,12 +149,7 @@ class Connection(asyncio.Protocol):
                 return  # the upstream answered and left; its answer stands
             raise httpx.WriteError("The upstream closed the connection while the request was being sent.")
         self.transport.write(data)
-        if not self._writable:
-            self._drain = self._loop.create_future()
-            try:
-                await self._drain
-            finally:
-                self._drain = None
+        await self.wait_writable()
 
     # -- the response side ------------------------------------------------
 
@@ -210,18 +235,9 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._ended()
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+        self.writer_lost()
         if self.on_lost is not None:
             self.on_lost(self)
-
-    def pause_writing(self) -> None:
-        self._writable = False
-
-    def resume_writing(self) -> None:
-        self._writable = True
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
 
     def _ended(self) -> None:
         if self.busy and not self._complete and self._error is None:

@@ -52,7 +52,7 @@ class Peer:
         method, target, _ = lines[0].split(b" ")
         headers = [(n.strip(), v.strip()) for n, v in (line.split(b":", 1) for line in lines[1:])]
         request = Request(method, target, headers, raw=head)
-        if (request.header(b"transfer-encoding") or b"").lower() == b"chunked":
+        if (request.header(b"transfer-encoding") or b"").rsplit(b",", 1)[-1].strip().lower() == b"chunked":
             body = bytearray()
             while True:
                 line = await self.reader.readuntil(b"\r\n")

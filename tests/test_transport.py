@@ -631,3 +631,26 @@ async def test_an_early_answer_while_the_body_is_still_streaming_stands() -> Non
     async with ScriptedServer(script) as server, pool() as (_, client):
         r = await asyncio.wait_for(client.post(server.url, content=upload()), WAIT)
         assert (r.status_code, r.content) == (413, b"too large")
+
+
+async def test_a_bad_header_is_refused_without_spending_another_connection() -> None:
+    async with ScriptedServer(keep_alive) as server, pool() as (_, client):
+        assert (await client.get(f"{server.url}/first")).content == b"ok /first"
+        with pytest.raises(httpx.LocalProtocolError):
+            await asyncio.wait_for(client.get(f"{server.url}/bad", headers={"X-A": "a\r\nInjected: 1"}), WAIT)
+        assert (await client.get(f"{server.url}/after")).content == b"ok /after"
+        # The bad request was neither written nor retried on a fresh connection.
+        assert [r.target for p in server.peers for r in p.requests] == [b"/first", b"/after"]
+        assert len(server.peers) == 2
+
+
+async def test_a_transfer_coding_list_ending_in_chunked_is_chunk_framed() -> None:
+    async def upload() -> AsyncIterator[bytes]:
+        yield b"coded "
+        yield b"bytes"
+
+    async with ScriptedServer(record) as server, pool() as (_, client):
+        headers = {"Transfer-Encoding": "gzip, chunked"}
+        await client.post(f"{server.url}/up", content=upload(), headers=headers)
+        request = server.peers[0].requests[0]
+        assert request.chunk_sizes == [6, 5] and request.body == b"coded bytes"
