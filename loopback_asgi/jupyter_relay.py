@@ -238,7 +238,7 @@ class RelayMixin(WebSocketRelayMixin):
         relay = await self._read_response()
         deadline = time.monotonic() + self.sidecar.restart_wait
         delay = 0.01
-        while not relay.started and not self._body and time.monotonic() < deadline:
+        while not relay.started and not relay.bad and not self._body and time.monotonic() < deadline:
             # No answer and no body sent: a pooled connection the sidecar had
             # just closed, or a sidecar that died. Retry on a fresh connection
             # while nothing can have reached the upstream twice: idempotent
@@ -259,6 +259,8 @@ class RelayMixin(WebSocketRelayMixin):
         assert conn is not None
         if not relay.started:
             conn.close()
+            if relay.bad:
+                return self._fail(502, "The loopback sidecar sent a malformed response.")
             return self._fail(502, "The loopback sidecar closed the connection before answering.")
         if relay.client_gone:
             conn.close()
@@ -279,8 +281,10 @@ class RelayMixin(WebSocketRelayMixin):
         relay = ResponseRelay(self, self._conn, self.request.method or "GET")
         try:
             await relay.run()
-        except (StreamClosedError, BadResponse):
+        except StreamClosedError:
             relay.keep_alive = False
+        except BadResponse:
+            relay.keep_alive, relay.bad = False, True
         return relay
 
     async def http_get(self, *args: Any) -> None:

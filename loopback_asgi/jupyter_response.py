@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import httputil
-from tornado.iostream import IOStream, StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
 if TYPE_CHECKING:
     from tornado.web import RequestHandler
@@ -51,7 +51,8 @@ class ResponseRelay:
     After :meth:`run`: ``started`` (a head arrived and was given to the
     handler), ``complete`` (the whole body arrived), ``keep_alive`` (the
     sidecar stream may carry another exchange), ``client_gone`` (the browser
-    stopped reading; the rest was not relayed).
+    stopped reading; the rest was not relayed), ``bad`` (for the caller to set
+    when the sidecar sent something that is not HTTP: not worth a retry).
     """
 
     def __init__(self, handler: RequestHandler, stream: IOStream, method: str) -> None:
@@ -62,6 +63,7 @@ class ResponseRelay:
         self.complete = False
         self.keep_alive = True
         self.client_gone = False
+        self.bad = False  # set by the caller when run() raised BadResponse
         self._head_sent = False
 
     async def run(self) -> None:
@@ -84,7 +86,12 @@ class ResponseRelay:
 
     async def _head(self) -> tuple[int, int | None, bool]:
         while True:
-            data = await self.stream.read_until(b"\r\n\r\n", max_bytes=MAX_HEAD)
+            try:
+                data = await self.stream.read_until(b"\r\n\r\n", max_bytes=MAX_HEAD)
+            except StreamClosedError:
+                if isinstance(self.stream.error, UnsatisfiableReadError):
+                    raise BadResponse("The response head is too long.") from None
+                raise
             first, _, rest = data.decode("latin-1").partition("\r\n")
             try:
                 start = httputil.parse_response_start_line(first)
