@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 from collections import deque
 from collections.abc import Sequence
 from typing import cast
@@ -36,7 +37,31 @@ from websockets.uri import parse_uri
 
 from .wire import WriteFlow
 
+try:  # websockets' C masking, as websockets itself picks it
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - a build without the C extension
+    from websockets.utils import apply_mask
+
 __all__ = ["Closed", "Upstream", "open_upstream"]
+
+
+def _data_frame(opcode: int, payload: bytes) -> bytes:
+    """One whole masked client data frame (RFC 6455 §5.2).
+
+    Data frames are written here rather than through the protocol's
+    ``send_text``/``send_binary``, which build the same bytes through a
+    ``Frame`` object and its checks: the relay only ever sends whole
+    messages while the connection is open, which is all those checks guard.
+    """
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0xFF, n)
+    mask = os.urandom(4)
+    return head + mask + apply_mask(payload, mask)
 
 
 class Closed(Exception):
@@ -94,11 +119,12 @@ class Upstream(WriteFlow, asyncio.Protocol):
         """Send one message; waits while the socket's buffer is full. Raises :class:`Closed` after the end."""
         if self.lost.done() or self.protocol.state is not State.OPEN:
             raise Closed
-        if isinstance(message, str):
-            self.protocol.send_text(message.encode())
-        else:
-            self.protocol.send_binary(message)
-        self._flush()
+        self._flush()  # anything the protocol queued (a pong) goes first
+        if self.transport is not None and not self.transport.is_closing():
+            if isinstance(message, str):
+                self.transport.write(_data_frame(0x1, message.encode()))
+            else:
+                self.transport.write(_data_frame(0x2, message))
         await self.wait_writable()
 
     async def close(self, code: int = 1000, reason: str = "", *, timeout: float = 2) -> None:
