@@ -44,6 +44,14 @@ except ImportError:  # pragma: no cover - a build without the C extension
 
 __all__ = ["Closed", "Upstream", "open_upstream"]
 
+# Whole, unfragmented data frames up to this size are split off the input
+# here and become messages at once; websockets' parser takes everything else
+# (control frames, fragments, larger or invalid frames), always from a frame
+# boundary, so it sees a valid stream and keeps its checks and its state.
+FAST_FRAME = 64 * 1024
+# A handshake answer longer than this goes to the parser as is (it refuses it).
+MAX_HEAD = 64 * 1024
+
 
 def _data_frame(opcode: int, payload: bytes) -> bytes:
     """One whole masked client data frame (RFC 6455 §5.2).
@@ -84,6 +92,10 @@ class Upstream(WriteFlow, asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._discard = False
+        self._head: bytearray | None = bytearray()  # the handshake answer so far; None once past it
+        self._split_frames = False  # past a good handshake: frames are split off here
+        self._input = bytearray()  # read, not yet handed out, starting at a frame boundary
+        self._owed = 0  # bytes of a frame the parser has begun and still needs
         self._ping_interval = ping_interval
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_due: bytes | None = None
@@ -113,6 +125,8 @@ class Upstream(WriteFlow, asyncio.Protocol):
         if self._paused and len(self._messages) < self._max_queue and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
+            self._split()  # frames read before the pause
+            self._process()
         return message
 
     async def send(self, message: str | bytes) -> None:
@@ -138,6 +152,8 @@ class Upstream(WriteFlow, asyncio.Protocol):
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
+        self._split()  # what was read goes to the parser, which finds the close frame
+        self._process()
         if self.protocol.state is State.OPEN:
             self.protocol.send_close(code, reason)
             self._flush()
@@ -160,13 +176,92 @@ class Upstream(WriteFlow, asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self.protocol.receive_data(data)
+        if self._split_frames:
+            if self._owed:
+                take = min(self._owed, len(data))
+                self.protocol.receive_data(data[:take])
+                self._owed -= take
+                data = data[take:]
+                self._events()
+            self._input += data
+            self._split()
+        elif self._head is not None:
+            self._handshake_bytes(data)
+        else:
+            self.protocol.receive_data(data)
         self._process()
 
     def eof_received(self) -> bool:
+        rest = bytes(self._head or b"") + bytes(self._input)
+        self._head, self._split_frames = None, False
+        self._input.clear()
+        if rest:
+            self.protocol.receive_data(rest)
         self.protocol.receive_eof()
         self._process()
         return False
+
+    def _handshake_bytes(self, data: bytes) -> None:
+        """Give the parser the handshake answer alone; frames read with it wait in ``_input``."""
+        assert self._head is not None
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0 and len(self._head) <= MAX_HEAD:
+            return
+        cut = end + 4 if end >= 0 else len(self._head)
+        head, rest = bytes(self._head[:cut]), bytes(self._head[cut:])
+        self._head = None
+        self.protocol.receive_data(head)
+        self._events()
+        if self.protocol.state is State.OPEN:
+            self._split_frames = True
+            self._input += rest
+            self._split()
+        elif rest:
+            self.protocol.receive_data(rest)
+
+    def _split(self) -> None:
+        """Turn whole small data frames at the front of ``_input`` into messages; pass anything else to the parser."""
+        buf = self._input
+        while len(buf) >= 2 and not self._paused and self._split_frames:
+            b0, b1 = buf[0], buf[1]
+            n, pos = b1 & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    return
+                n, pos = int.from_bytes(buf[2:4], "big"), 4
+            elif n == 127:
+                if len(buf) < 10:
+                    return
+                n, pos = int.from_bytes(buf[2:10], "big"), 10
+            if b1 & 0x80:
+                pos += 4  # a masked frame from a server: the parser refuses it
+            end = pos + n
+            opcode = b0 & 0x0F
+            fast = (
+                b0 & 0xF0 == 0x80  # FIN, no RSV bits
+                and opcode in (0x1, 0x2)
+                and not b1 & 0x80
+                and n <= FAST_FRAME
+                and (self.protocol.max_message_size is None or n <= self.protocol.max_message_size)
+                and self.protocol.current_size is None  # not inside a fragmented message
+                and self.protocol.state is State.OPEN
+                and not self._discard
+            )
+            if fast:
+                if len(buf) < end:
+                    return
+                payload = bytes(buf[pos:end])
+                del buf[:end]
+                self._message(opcode == 0x1, payload)
+            else:
+                take = min(end, len(buf))
+                self.protocol.receive_data(bytes(buf[:take]))
+                del buf[:take]
+                self._owed = end - take
+                self._events()  # in order: its frame counts before the next one
+                if self._owed:
+                    return
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_pings()
@@ -180,12 +275,15 @@ class Upstream(WriteFlow, asyncio.Protocol):
 
     # -- the protocol's events -------------------------------------------
 
-    def _process(self) -> None:
+    def _events(self) -> None:
         for event in self.protocol.events_received():
             if isinstance(event, Response):
                 self._handshake_done()
             elif isinstance(event, Frame):
                 self._frame(event)
+
+    def _process(self) -> None:
+        self._events()
         self._flush()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)  # a message, a close frame or the end: recv() looks again
@@ -215,9 +313,12 @@ class Upstream(WriteFlow, asyncio.Protocol):
             return
         data = b"".join([*self._fragments, frame.data]) if self._fragments else bytes(frame.data)
         self._fragments = []
+        self._message(self._opcode is Opcode.TEXT, data)
+
+    def _message(self, text: bool, data: bytes) -> None:
         if self._discard:
             return
-        if self._opcode is Opcode.TEXT:
+        if text:
             try:
                 self._messages.append(data.decode())
             except UnicodeDecodeError:

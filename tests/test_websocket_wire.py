@@ -434,3 +434,45 @@ async def test_a_101_that_breaks_the_handshake_rules_is_invalid_handshake(answer
         with pytest.raises(InvalidHandshake):
             await connect(server, subprotocols=["a"])
         await asyncio.wait_for(server.peers[0].done.wait(), WAIT)  # and the connection is dropped
+
+
+@pytest.mark.parametrize("piece", [1, 7, 65_536, 1 << 20], ids=["bytewise", "7-byte", "64KiB", "one-write"])
+async def test_small_and_large_frames_keep_their_order_however_the_bytes_arrive(piece: int) -> None:
+    # Small whole data frames are split off before the parser sees them;
+    # large ones, fragments and control frames go through the parser. Their
+    # order must survive any split of the stream, including the handshake's
+    # own last bytes.
+    big = bytes(range(256)) * 400  # 102,400 bytes: over the small-frame limit
+    stream = (
+        frame(TEXT, b"one")
+        + frame(BINARY, big)
+        + frame(TEXT, b"two")
+        + frame(PING, b"p")
+        + frame(TEXT, b"thr", fin=False)
+        + frame(CONT, b"ee")
+        + frame(BINARY, b"\x04" * 200)
+        + frame(TEXT, b"five")
+    )
+    pongs: list[bytes] = []
+
+    async def script(peer: Peer) -> None:
+        request = await peer.read_request()
+        key = request.header(b"sec-websocket-key")
+        assert key is not None
+        data = (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + ws_accept(key) + b"\r\n\r\n" + stream
+        )
+        for i in range(0, len(data), piece):
+            await peer.send(data[i : i + piece])
+        opcode, _, payload = await read_frame(peer)
+        assert opcode == PONG
+        pongs.append(payload)
+        await answer_close(peer)
+
+    async with ScriptedServer(script) as server:
+        upstream = await connect(server)
+        got = [await asyncio.wait_for(upstream.recv(), WAIT) for _ in range(6)]
+        await upstream.close()
+    assert got == ["one", big, "two", "three", b"\x04" * 200, "five"]
+    assert pongs == [b"p"]
