@@ -30,6 +30,8 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from tornado import httputil
 
+from .websocket_wire import client_frame_head
+
 __all__ = ["CLOSE_WAIT", "Refused", "SidecarWebSocket", "connect"]
 
 CLOSE_WAIT = 5.0
@@ -136,12 +138,7 @@ class SidecarWebSocket(asyncio.Protocol):
     def _write_frame(self, opcode: int, payload: bytes) -> None:
         assert self.transport is not None
         n = len(payload)
-        if n < 126:
-            head = bytes((0x80 | opcode, 0x80 | n))
-        elif n < 65536:
-            head = struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
-        else:
-            head = struct.pack("!BBQ", 0x80 | opcode, 0xFF, n)
+        head = client_frame_head(opcode, n)
         if n < 65536:
             self.transport.write(head + ZERO_MASK + payload)
         else:  # no copy of a big payload just to prepend its header

@@ -42,7 +42,7 @@ try:  # websockets' C masking, as websockets itself picks it
 except ImportError:  # pragma: no cover - a build without the C extension
     from websockets.utils import apply_mask
 
-__all__ = ["Closed", "Upstream", "open_upstream"]
+__all__ = ["Closed", "Upstream", "client_frame_head", "open_upstream"]
 
 # Whole, unfragmented data frames up to this size are split off the input
 # here and become messages at once; websockets' parser takes everything else
@@ -53,23 +53,25 @@ FAST_FRAME = 64 * 1024
 MAX_HEAD = 64 * 1024
 
 
+def client_frame_head(opcode: int, n: int) -> bytes:
+    """The first bytes of a final, masked client frame of ``n`` payload bytes, up to its mask (RFC 6455 §5.2)."""
+    if n < 126:
+        return bytes((0x80 | opcode, 0x80 | n))
+    if n < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
+    return struct.pack("!BBQ", 0x80 | opcode, 0xFF, n)
+
+
 def _data_frame(opcode: int, payload: bytes) -> bytes:
-    """One whole masked client data frame (RFC 6455 §5.2).
+    """One whole masked client data frame.
 
     Data frames are written here rather than through the protocol's
     ``send_text``/``send_binary``, which build the same bytes through a
     ``Frame`` object and its checks: the relay only ever sends whole
     messages while the connection is open, which is all those checks guard.
     """
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0xFF, n)
     mask = os.urandom(4)
-    return head + mask + apply_mask(payload, mask)
+    return client_frame_head(opcode, len(payload)) + mask + apply_mask(payload, mask)
 
 
 class Closed(Exception):
