@@ -228,6 +228,7 @@ def create_app(
                 "version": __version__,
                 "namespaces": {n: {"ports": str(ns.ports), "host": ns.host} for n, ns in served.items()},
                 "failures": failures,
+                "websocket_sessions": dict(websocket.sessions),
             }
         )
 

@@ -108,9 +108,9 @@ def serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app,
         log_level=args.log_level,
-        # uvicorn's Sans-I/O WebSocket protocol: no task or queue hop of its
-        # own per message, about a quarter less CPU per relayed echo.
-        ws="websockets-sansio",
+        # uvicorn's Sans-I/O WebSocket protocol, able to hand a session to a
+        # byte pipe once both handshakes are done (websocket_pipe.py).
+        ws="loopback_asgi.websocket_pipe:PipeProtocol" if args.websocket_relay == "pipe" else "websockets-sansio",
         ws_max_size=args.max_message_size,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=2,
@@ -145,6 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--public-root", help="public path the sidecar is reached under, e.g. /user/a/loopback")
     p.add_argument("--trust-forwarded", action="store_true", help="keep X-Forwarded-* from a trusted front proxy")
     p.add_argument("--max-message-size", type=int, default=2**30, help="largest WebSocket message, bytes")
+    p.add_argument(
+        "--websocket-relay",
+        choices=("pipe", "messages"),
+        default="pipe",
+        help="after both handshakes, pass frames through as bytes (pipe, default) or relay message by message",
+    )
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=serve)
     d = sub.add_parser("doctor", help="explain this environment and test the route through a running server")

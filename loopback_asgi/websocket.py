@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Collection
 
 from websockets.exceptions import InvalidHandshake, InvalidStatus
@@ -23,6 +24,7 @@ from .errors import send_error
 from .headers import request_headers
 from .target import Target
 from .types import Receive, Scope, Send
+from .websocket_pipe import PIPE, Pipe
 from .websocket_wire import Closed, Upstream, open_upstream
 
 __all__ = ["WebSocketRelay"]
@@ -60,6 +62,8 @@ class WebSocketRelay:
         self.ping_interval = ping_interval
         self.secrets = frozenset(secrets)
         self.slots = asyncio.Semaphore(max_connections) if max_connections else None
+        # Sessions accepted so far, by how they were relayed ("pipe" or "messages").
+        self.sessions: Counter[str] = Counter()
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, target: Target, *, trust_forwarded: bool = False
@@ -117,11 +121,25 @@ class WebSocketRelay:
             return await send_error(scope, send, 504, f"Connecting to {where} timed out.", websocket=True)
         except (OSError, InvalidHandshake):
             return await send_error(scope, send, 502, f"Nothing is accepting WebSockets on {where}.", websocket=True)
+        piped = False
         try:
             await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+            if PIPE in scope.get("extensions", {}):
+                pipe = Pipe(upstream, max_size=self.max_size)
+                await send({"type": PIPE, "pipe": pipe})
+                piped = pipe.attached
+                if piped:
+                    self.sessions["pipe"] += 1
+                    try:
+                        await pipe.done
+                    finally:
+                        pipe.end(1012)  # cancelled (the server stopping): a no-op once done
+                    return
+            self.sessions["messages"] += 1
             await self._relay(receive, send, upstream)
         finally:
-            await upstream.close()
+            if not piped:
+                await upstream.close()
 
     async def _relay(self, receive: Receive, send: Send, upstream: Upstream) -> None:
         to_upstream = asyncio.ensure_future(self._client_to_upstream(receive, upstream))

@@ -42,7 +42,7 @@ try:  # websockets' C masking, as websockets itself picks it
 except ImportError:  # pragma: no cover - a build without the C extension
     from websockets.utils import apply_mask
 
-__all__ = ["Closed", "Upstream", "client_frame_head", "open_upstream"]
+__all__ = ["Closed", "Upstream", "client_frame", "client_frame_head", "open_upstream", "server_frame"]
 
 # Whole, unfragmented data frames up to this size are split off the input
 # here and become messages at once; websockets' parser takes everything else
@@ -62,8 +62,8 @@ def client_frame_head(opcode: int, n: int) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 0xFF, n)
 
 
-def _data_frame(opcode: int, payload: bytes) -> bytes:
-    """One whole masked client data frame.
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """One whole masked client frame.
 
     Data frames are written here rather than through the protocol's
     ``send_text``/``send_binary``, which build the same bytes through a
@@ -72,6 +72,18 @@ def _data_frame(opcode: int, payload: bytes) -> bytes:
     """
     mask = os.urandom(4)
     return client_frame_head(opcode, len(payload)) + mask + apply_mask(payload, mask)
+
+
+def server_frame(opcode: int, payload: bytes) -> bytes:
+    """One whole unmasked server frame (RFC 6455 §5.2)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x80 | opcode, n))
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+    return head + payload
 
 
 class Closed(Exception):
@@ -138,9 +150,9 @@ class Upstream(WriteFlow, asyncio.Protocol):
         self._flush()  # anything the protocol queued (a pong) goes first
         if self.transport is not None and not self.transport.is_closing():
             if isinstance(message, str):
-                self.transport.write(_data_frame(0x1, message.encode()))
+                self.transport.write(client_frame(0x1, message.encode()))
             else:
-                self.transport.write(_data_frame(0x2, message))
+                self.transport.write(client_frame(0x2, message))
         await self.wait_writable()
 
     async def close(self, code: int = 1000, reason: str = "", *, timeout: float = 2) -> None:
@@ -165,6 +177,42 @@ class Upstream(WriteFlow, asyncio.Protocol):
             except asyncio.TimeoutError:
                 pass
         self.abort()
+
+    def detach(self) -> tuple[asyncio.Transport, bytes] | None:
+        """Give up the connection at a frame boundary, for a byte-for-byte relay (``websocket_pipe``).
+
+        Returns the transport and what was read but not handed out, as the
+        upstream's own frames (messages waiting in the queue are framed
+        again); or None, leaving everything as it was, unless the connection
+        is open, unfragmented and the parser holds nothing. Afterwards this
+        object sends, pings and reads nothing.
+        """
+        protocol = self.protocol
+        if (
+            self.transport is None
+            or self.transport.is_closing()
+            or self.lost.done()
+            or not self._split_frames
+            or self._owed
+            or self._fragments
+            or self._discard
+            or protocol.state is not State.OPEN
+            or protocol.current_size is not None
+            or protocol.extensions
+        ):
+            return None
+        self._flush()
+        self._stop_pings()
+        frames = [server_frame(0x1, m.encode()) if isinstance(m, str) else server_frame(0x2, m) for m in self._messages]
+        self._messages.clear()
+        rest = b"".join(frames) + bytes(self._input)
+        self._input.clear()
+        self._split_frames, self._discard = False, True
+        if self._paused:
+            self._paused = False
+            self.transport.resume_reading()
+        transport, self.transport = self.transport, None
+        return transport, rest
 
     def abort(self) -> None:
         self._stop_pings()

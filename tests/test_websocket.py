@@ -5,16 +5,25 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .conftest import TOKEN
+from .conftest import TOKEN, start_sidecar
 
 MiB = 2**20
 AUTH = {"Authorization": f"token {TOKEN}"}
+
+
+@pytest.fixture(scope="module", params=["pipe", "messages"])
+def sidecar(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs against both ways of relaying a session (``--websocket-relay``)."""
+    proc = start_sidecar("--websocket-relay", request.param)
+    yield proc.match[1]
+    proc.stop()
 
 
 def ws_url(sidecar: str, upstream: int, path: str = "/ws") -> str:
@@ -142,3 +151,15 @@ async def test_sidecar_stays_healthy_after_many_sessions(sidecar: str, upstream:
 
     replies = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(50))), 60)
     assert replies == [str(i) for i in range(50)]
+
+
+async def test_sessions_went_the_configured_way(sidecar: str, upstream: int, request: pytest.FixtureRequest) -> None:
+    """The relay the sidecar was started with is the one that carried the sessions above."""
+    async with open_ws(ws_url(sidecar, upstream)) as ws:
+        await ws.send("x")
+        assert await ws.recv() == "x"
+    health = httpx.get(f"{sidecar}/_loopback/health", headers=AUTH, trust_env=False).json()
+    mode = request.node.callspec.params["sidecar"]
+    other = {"pipe": "messages", "messages": "pipe"}[mode]
+    assert health["websocket_sessions"].get(mode, 0) >= 1
+    assert health["websocket_sessions"].get(other, 0) == 0

@@ -1,0 +1,286 @@
+"""A WebSocket session as a byte pipe: once both handshakes are done, frames pass through unparsed.
+
+Both legs speak the same framing (no extension is negotiated on either), a
+client's frames are valid upstream as they are (masked), and the upstream's
+frames are valid for the client as they are (unmasked). So after the
+handshakes the sidecar copies bytes each way and only follows frame
+boundaries (:class:`FrameCursor`, a few header bytes per frame, payloads
+never copied). Text, binary, fragments, pings, pongs and close frames, with
+their codes and reasons, reach the other side exactly as sent.
+
+How it is switched on: :class:`PipeProtocol` is the sidecar's uvicorn
+WebSocket protocol (``jupyter-loopback serve``). It declares the ASGI scope
+extension ``"loopback.pipe"``; the relay, after accepting the client, sends
+``{"type": "loopback.pipe", "pipe": Pipe(...)}`` and the protocol hands its
+connection to the pipe if nothing was read past the client's handshake. If
+either side is not at a clean point (a frame half read, a fragmented
+message, an extension), nothing changes and the relay carries on message by
+message. Under another ASGI server the relay never asks.
+
+Guarantees, as the message relay's:
+
+- Order: bytes leave in the order they arrived, each way.
+- Backpressure: a side whose outgoing buffer is full stops the other side's
+  reading until it drains.
+- ``max_size`` bounds a message (its frames added up): one over it closes
+  both legs with 1009.
+- The upstream dropping without a close frame closes the client with 1011;
+  the client dropping sends the upstream 1000; the sidecar stopping sends
+  both 1012. A close frame is only written at a frame boundary; mid-frame
+  the connection is just closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any, cast
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
+
+from .websocket_wire import Upstream, client_frame, server_frame
+
+__all__ = ["PIPE", "FrameCursor", "Pipe", "PipeProtocol"]
+
+PIPE = "loopback.pipe"
+# A client handshake longer than this is never piped (uvicorn refuses it anyway).
+MAX_HANDSHAKE = 64 * 1024
+
+
+class FrameCursor:
+    """Follows frame boundaries in one direction of a WebSocket stream, without copying payloads."""
+
+    __slots__ = ("close_seen", "head", "left", "limit", "message")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.head = b""  # a frame header not yet whole
+        self.left = 0  # payload bytes of the current frame still to pass
+        self.message = 0  # payload bytes of the current message so far
+        self.close_seen = False
+
+    @property
+    def at_boundary(self) -> bool:
+        return not self.left and not self.head
+
+    def feed(self, data: bytes) -> int | None:
+        """Follow ``data``. None if it may all pass; else where a frame over the limit starts in it (or -1:
+        it started in an earlier piece)."""
+        pos, size = 0, len(data)
+        while pos < size:
+            if self.left:
+                step = min(self.left, size - pos)
+                self.left -= step
+                pos += step
+                continue
+            start = pos - len(self.head)
+            head = self.head + data[pos : pos + 14]
+            need = 2
+            if len(head) >= 2:
+                b1 = head[1]
+                n = b1 & 0x7F
+                need = (4 if n == 126 else 10 if n == 127 else 2) + (4 if b1 & 0x80 else 0)
+            if len(head) < need:
+                self.head = head  # the rest of ``data`` is all in it
+                return None
+            b0 = head[0]
+            if n == 126:
+                n = int.from_bytes(head[2:4], "big")
+            elif n == 127:
+                n = int.from_bytes(head[2:10], "big")
+            opcode = b0 & 0x0F
+            if opcode == 0x8:
+                self.close_seen = True
+            elif opcode < 0x8 and self.limit is not None:
+                self.message = n if opcode else self.message + n
+                if self.message > self.limit:
+                    self.head = b""
+                    return start if start >= 0 else -1
+            pos += need - len(self.head)
+            self.head = b""
+            self.left = n
+        return None
+
+
+def _close_payload(code: int) -> bytes:
+    return struct.pack("!H", code)
+
+
+class Pipe:
+    """Joins the client's connection and the upstream's, byte for byte, until either ends."""
+
+    def __init__(self, upstream: Upstream, *, max_size: int | None) -> None:
+        self.upstream = upstream
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.attached = False
+        self.client: asyncio.Transport | None = None
+        self.server: asyncio.Transport | None = None
+        self.up = FrameCursor(max_size)  # client -> upstream
+        self.down = FrameCursor(max_size)  # upstream -> client
+
+    def attach(self, client: asyncio.Transport) -> bool:
+        """Take both connections if the upstream is at a clean point; False changes nothing."""
+        detached = self.upstream.detach()
+        if detached is None:
+            return False
+        self.server, rest = detached
+        self.client = client
+        self.attached = True
+        self.server.set_protocol(_UpstreamEnd(self))
+        if rest:
+            self.from_upstream(rest)
+        return True
+
+    # -- bytes -----------------------------------------------------------
+
+    def from_client(self, data: bytes) -> None:
+        self._pass(data, self.up, self.server)
+
+    def from_upstream(self, data: bytes) -> None:
+        self._pass(data, self.down, self.client)
+
+    def _pass(self, data: bytes, cursor: FrameCursor, to: asyncio.Transport | None) -> None:
+        if to is None or to.is_closing():
+            return
+        cut = cursor.feed(data)
+        if cut is None:
+            to.write(data)
+            return
+        if cut > 0:
+            to.write(data[:cut])
+        # The leg the offending frame was headed for may be mid-frame now: no close frame there.
+        self.end(1009, client_ok=cut >= 0 or cursor is self.up, upstream_ok=cut >= 0 or cursor is self.down)
+
+    # -- the end ---------------------------------------------------------
+
+    def end(self, code: int, *, client_ok: bool = True, upstream_ok: bool = True) -> None:
+        """Close both legs, with close frames of ``code`` where no close frame passed and a frame boundary allows."""
+        self._close(self.client, self.down, server_frame(0x8, _close_payload(code)), client_ok)
+        self._close(self.server, self.up, client_frame(0x8, _close_payload(code)), upstream_ok)
+        self._finish()
+
+    @staticmethod
+    def _close(to: asyncio.Transport | None, cursor: FrameCursor, frame: bytes, may_write: bool) -> None:
+        if to is None or to.is_closing():
+            return
+        if may_write and cursor.at_boundary and not cursor.close_seen:
+            to.write(frame)
+        to.close()  # after what is buffered
+
+    def client_lost(self) -> None:
+        self._close(self.server, self.up, client_frame(0x8, _close_payload(1000)), True)
+        self._finish()
+
+    def upstream_lost(self) -> None:
+        self._close(self.client, self.down, server_frame(0x8, _close_payload(1011)), True)
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    # -- backpressure ----------------------------------------------------
+
+    @staticmethod
+    def pause(transport: asyncio.Transport | None, paused: bool) -> None:
+        if transport is None or transport.is_closing():
+            return
+        if paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
+
+class _UpstreamEnd(asyncio.Protocol):
+    """The upstream connection's protocol once piped."""
+
+    def __init__(self, pipe: Pipe) -> None:
+        self.pipe = pipe
+
+    def data_received(self, data: bytes) -> None:
+        self.pipe.from_upstream(data)
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes; connection_lost follows
+
+    def pause_writing(self) -> None:
+        self.pipe.pause(self.pipe.client, True)
+
+    def resume_writing(self) -> None:
+        self.pipe.pause(self.pipe.client, False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pipe.upstream_lost()
+
+
+class PipeProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's Sans-I/O WebSocket protocol, able to hand its connection to a :class:`Pipe`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pipe: Pipe | None = None
+        self._received = 0  # bytes read so far
+        self._handshake_length: int | None = None  # the client's handshake request, once whole
+        self._head = bytearray()
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        if self.scope is not None:
+            self.scope.setdefault("extensions", {})[PIPE] = {}
+
+    def data_received(self, data: bytes) -> None:
+        if self.pipe is not None:
+            self.pipe.from_client(data)
+            return
+        self._received += len(data)
+        if self._handshake_length is None and len(self._head) < MAX_HANDSHAKE:
+            self._head += data
+            end = self._head.find(b"\r\n\r\n")
+            if end >= 0:
+                self._handshake_length = end + 4
+                self._head = bytearray()
+        super().data_received(data)
+
+    def _pipeable(self) -> bool:
+        # Nothing read past the handshake: the client's stream is at a frame boundary, nothing is queued.
+        return (
+            self._handshake_length is not None
+            and self._received == self._handshake_length
+            and self.handshake_complete
+            and not self.close_sent
+            and not self.disconnected
+            and self.initial_response is None
+            and self.queue.empty()
+            and self.conn.state is State.OPEN
+            and not self.conn.extensions
+            and not self.transport.is_closing()
+        )
+
+    async def send(self, message: Any) -> None:
+        if message["type"] != PIPE:
+            return await super().send(message)
+        pipe = cast(Pipe, message["pipe"])
+        if self.pipe is None and self._pipeable() and pipe.attach(self.transport):
+            self.pipe = pipe
+            self.stop_keepalive()  # pings and pongs now pass between the client and the upstream
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.pipe is not None:
+            self.pipe.pause(self.pipe.server, True)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.pipe is not None:
+            self.pipe.pause(self.pipe.server, False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.pipe is not None:
+            self.pipe.client_lost()
+        super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        if self.pipe is None:
+            return super().shutdown()
+        self.pipe.end(1012)
