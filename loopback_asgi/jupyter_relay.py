@@ -70,6 +70,7 @@ class RelayMixin(WebSocketRelayMixin):
     _write_failed = False
     _refusal: web.HTTPError | None = None
     _pending: tuple[int, str] | None = None
+    _response: ResponseRelay | None = None
 
     def __init__(self, application: web.Application, request: httputil.HTTPServerRequest, **kwargs: Any) -> None:
         # jupyter-server-proxy's constructors run RequestHandler.__init__ twice
@@ -278,7 +279,7 @@ class RelayMixin(WebSocketRelayMixin):
 
     async def _read_response(self) -> ResponseRelay:
         assert self._conn is not None
-        relay = ResponseRelay(self, self._conn, self.request.method or "GET")
+        relay = self._response = ResponseRelay(self, self._conn, self.request.method or "GET")
         try:
             await relay.run()
         except StreamClosedError:
@@ -301,3 +302,5 @@ class RelayMixin(WebSocketRelayMixin):
         super().on_close()
         if self._conn is not None:  # the browser left mid-HTTP-exchange
             self._conn.close()
+        if self._response is not None:  # a kernel-side relay holds the sockets itself
+            self._response.abort()

@@ -25,6 +25,8 @@ from jupyter_server.base.handlers import JupyterHandler
 from tornado import httputil
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
+from . import jupyter_splice
+
 if TYPE_CHECKING:
     from tornado.web import RequestHandler
 
@@ -34,6 +36,7 @@ CHUNK = 2**20
 # tornado's read_into() and HTTP1Connection.write() take any buffer, memoryviews
 # included (their annotations say bytearray/bytes): slices of one buffer need no copies.
 SMALL = 64 * 1024  # bodies up to this size are read whole and may share the head's write
+SPLICE_MIN = 256 * 1024  # below this, setting up a kernel-side relay costs more than copying
 MAX_HEAD = 256 * 1024
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer"}
@@ -65,6 +68,7 @@ class ResponseRelay:
         self.client_gone = False
         self.bad = False  # set by the caller when run() raised BadResponse
         self._head_sent = False
+        self._splicer: jupyter_splice.Splice | None = None
 
     async def run(self) -> None:
         """Relay the response.
@@ -78,7 +82,7 @@ class ResponseRelay:
             await self._chunked()
             return
         elif length is not None:
-            await self._body(length)
+            await self._body(length, splice=True)
         else:  # delimited by the sidecar closing the connection
             self.keep_alive = False
             await self._until_close()
@@ -157,8 +161,12 @@ class ResponseRelay:
         except StreamClosedError:
             self.client_gone = True
 
-    async def _body(self, length: int) -> None:
-        """Relay exactly ``length`` bytes; ``StreamClosedError`` if the sidecar stops first."""
+    async def _body(self, length: int, *, splice: bool = False) -> None:
+        """Relay exactly ``length`` bytes; ``StreamClosedError`` if the sidecar stops first.
+
+        ``splice``: the body is the whole rest of a ``Content-Length`` response,
+        so its bytes may go to the browser kernel-side (:mod:`.jupyter_splice`).
+        """
         if length <= SMALL:
             pending = self.stream.read_bytes(length)
             if not self._head_sent and not _done(pending):
@@ -169,13 +177,70 @@ class ResponseRelay:
             return
         if not self._head_sent:
             await self._send_head()
-        buffer = bytearray(CHUNK)
-        view = memoryview(buffer)
+        view: memoryview | None = None
         left = length
         while left and not self.client_gone:
+            # Bytes tornado already read from the sidecar (with the head) go the usual way first.
+            if splice and left >= SPLICE_MIN and getattr(self.stream, "_read_buffer_size", 1) == 0:
+                if await self._splice(left):
+                    return
+                splice = False
+            if view is None:
+                view = memoryview(bytearray(CHUNK))
             n = await self.stream.read_into(view[: min(left, CHUNK)], partial=True)  # type: ignore[arg-type]
             left -= n
             await self._send(view[:n])
+
+    async def _splice(self, left: int) -> bool:
+        """Relay the last ``left`` body bytes inside the kernel; False (nothing done) if tornado's state rules it out.
+
+        Uses tornado internals, each checked first: the browser connection's
+        ``Content-Length`` accounting (``_expected_content_remaining``, which must
+        equal ``left``; no chunked output) and the sidecar stream's read buffer
+        and event registration.
+        """
+        conn = self.handler.request.connection
+        browser = getattr(conn, "stream", None)
+        sidecar = self.stream
+        if (
+            not jupyter_splice.available()
+            or type(browser) is not IOStream  # TLS (SSLIOStream) or anything unknown: copy
+            or browser.closed()
+            or browser.writing()
+            or getattr(conn, "_chunking_output", True) is not False
+            or getattr(conn, "_expected_content_remaining", None) != left
+            or sidecar.closed()
+            or sidecar.reading()
+            or not hasattr(sidecar, "_state")
+        ):
+            return False
+        try:
+            splicer = jupyter_splice.Splice(sidecar.socket, browser.socket, left)
+        except OSError:  # out of descriptors: copy instead
+            return False
+        if sidecar._state is not None:
+            # An idle tornado stream listens for reads (to notice a close) and
+            # would pull body bytes into its own buffer: off its watch list.
+            # With _state None, its next read or write registers it again.
+            sidecar.io_loop.remove_handler(sidecar.fileno())
+            sidecar._state = None
+        self._splicer = splicer
+        try:
+            outcome = await splicer.run()
+        finally:
+            self._splicer = None
+            conn._expected_content_remaining -= splicer.sent  # type: ignore[union-attr]
+        if outcome == jupyter_splice.CLIENT_GONE:
+            self.client_gone = True
+            browser.close()  # as a failed tornado write would have
+        elif outcome == jupyter_splice.SIDECAR_LOST:
+            raise StreamClosedError()
+        return True
+
+    def abort(self) -> None:
+        """The browser left: stop a kernel-side relay at once (a copying one stops at its next step)."""
+        if self._splicer is not None:
+            self._splicer.abort()
 
     async def _chunked(self) -> None:
         while True:
