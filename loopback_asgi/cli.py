@@ -110,6 +110,8 @@ def serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         # uvicorn's Sans-I/O WebSocket protocol, able to hand a session to a
         # byte pipe once both handshakes are done (websocket_pipe.py).
+        # The head of a response leaves with its first body piece (http_protocol.py).
+        http="loopback_asgi.http_protocol:HttpProtocol",
         ws="loopback_asgi.websocket_pipe:PipeProtocol" if args.websocket_relay == "pipe" else "websockets-sansio",
         ws_max_size=args.max_message_size,
         ws_per_message_deflate=False,

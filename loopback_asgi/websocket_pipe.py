@@ -226,8 +226,9 @@ class PipeProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
-        if self.scope is not None:
-            self.scope.setdefault("extensions", {})[PIPE] = {}
+        scope = getattr(self, "scope", None)  # none for a handshake uvicorn refused
+        if isinstance(scope, dict):
+            scope.setdefault("extensions", {})[PIPE] = {}
 
     def data_received(self, data: bytes) -> None:
         if self.pipe is not None:
