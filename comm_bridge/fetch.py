@@ -25,6 +25,7 @@ from loopback_asgi.headers import request_headers, response_headers
 from loopback_asgi.namespaces import Namespace, Policy, PortPolicy
 from loopback_asgi.target import Target, TargetError
 
+from . import bulk
 from .flow import END, Session, drain
 from .protocol import CHUNK, CREDIT_BYTES, FRAME_COST
 from .runtime import Runtime
@@ -71,6 +72,8 @@ class Streams:
         self.websockets: dict[int, Upstream] = {}
         """WebSockets by id, for the shell thread: added there at ``ws_open``, removed on the loop at the end."""
         self._client: aiohttp.ClientSession | None = None
+        self.pool = bulk.Pool()
+        """Read buffers of large downloads, used on the loop thread only."""
 
     def handle(self, op: object, msg: dict[str, Any], buffers: list[memoryview]) -> None:
         """Route one page message; raises ``KeyError``/``TypeError``/``ValueError`` on a malformed one."""
@@ -254,6 +257,8 @@ class Streams:
             head = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in out]
             status, reason = response.status, response.reason or ""
             self.send({"op": "head", "id": id, "status": status, "reason": reason, "headers": head}, ())
+            if bulk.eligible(response, method, has_body):
+                return await bulk.relay(response, session, self.send, self.pool)
 
             async def flush(batch: list[bytes], last: bool) -> None:
                 await session.window.reserve(sum(map(len, batch)))

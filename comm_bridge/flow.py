@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from .protocol import WINDOW, WINDOW_MESSAGES
+from .protocol import ACK_BYTES, WINDOW, WINDOW_MESSAGES
 
 __all__ = ["Session", "Window", "drain"]
 
@@ -51,12 +51,12 @@ class Window:
 
         A message of up to half the window waits until it fits, so in flight
         stays within ``WINDOW`` (a batch may run a little past ``CHUNK``); the
-        page acknowledges every ``WINDOW // 2`` bytes, so it always fits in the
-        end. A larger one (a whole WebSocket message) waits only for the window
+        page acknowledges every ``ACK_BYTES``, so one of up to ``WINDOW -
+        ACK_BYTES`` always fits in the end. A larger one (a whole WebSocket message) waits only for the window
         to be under ``WINDOW``.
         """
         while self.messages >= WINDOW_MESSAGES or (
-            self.bytes + size > WINDOW if size <= WINDOW // 2 else self.bytes >= WINDOW
+            self.bytes + size > WINDOW if size <= WINDOW - ACK_BYTES else self.bytes >= WINDOW
         ):
             self._moved.clear()
             await self._moved.wait()

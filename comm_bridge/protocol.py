@@ -47,12 +47,17 @@ __all__ = [
 
 CHUNK = 1 << 20
 """Largest buffer sent either way."""
-WINDOW = 8 << 20
+WINDOW = 16 << 20
 """Bytes of one stream allowed in flight before the sender waits for credit."""
 WINDOW_MESSAGES = 256
 """Kernel-to-page messages of one stream allowed in flight."""
-ACK_BYTES = WINDOW // 2
-"""The page acknowledges after consuming this many bytes…"""
+ACK_BYTES = WINDOW * 3 // 4
+"""The page acknowledges after consuming this many bytes…
+
+Each acknowledgement costs the kernel about as much CPU as a request (ipykernel
+handles it as a shell message), so they are rare: one per 12 MiB. What is
+left of the window covers the acknowledgement's round trip.
+"""
 ACK_MESSAGES = WINDOW_MESSAGES // 4
 """…or receiving this many messages of one stream."""
 CREDIT_BYTES = WINDOW // 4

@@ -14,9 +14,9 @@
  */
 
 const CHUNK = 1 << 20;
-const WINDOW = 8 << 20;
+const WINDOW = 16 << 20;
 const WINDOW_MESSAGES = 256;
-const ACK_BYTES = WINDOW / 2;
+const ACK_BYTES = (WINDOW * 3) / 4; // each ack costs the kernel a shell message: few of them
 const ACK_MESSAGES = WINDOW_MESSAGES / 4;
 const FRAME_COST = 64;
 const BATCH_FRAMES = 64;

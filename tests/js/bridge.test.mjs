@@ -7,7 +7,8 @@ import { afterEach, beforeEach, test } from "node:test";
 import widget from "../../comm_bridge/static/bridge.js";
 
 const CHUNK = 1 << 20;
-const WINDOW = 8 << 20;
+const WINDOW = 16 << 20;
+const ACK_BYTES = (WINDOW * 3) / 4;
 
 class FakeModel {
   constructor() {
@@ -201,12 +202,12 @@ test("fetch resolves a real Response whose body streams and is acknowledged as r
   assert.deepEqual([content.port, content.path, content.method, content.body], [8000, "/hello?x=1", "GET", false]);
   const reader = response.body.getReader();
   assert.equal(new TextDecoder().decode((await reader.read()).value), "first ", "the first chunk before the last exists");
-  const big = new Uint8Array(6 * CHUNK).fill(7);
+  const big = new Uint8Array(14 * CHUNK).fill(7);
   for (let at = 0; at < big.length; at += CHUNK) model.reply({ op: "data", id, end: false }, [big.subarray(at, at + CHUNK)]);
   let size = 0;
-  while (size < 6 * CHUNK) size += (await reader.read()).value.byteLength;
+  while (size < 14 * CHUNK) size += (await reader.read()).value.byteLength;
   const acked = model.ops("ack").reduce((n, m) => n + m.content.bytes, 0);
-  assert.ok(acked >= WINDOW / 2, `acknowledged ${acked} bytes as they were read`);
+  assert.ok(acked >= ACK_BYTES, `acknowledged ${acked} bytes as they were read`);
   model.reply({ op: "data", id, end: true }, [new TextEncoder().encode(" last")]);
   assert.equal(new TextDecoder().decode((await reader.read()).value), " last");
   assert.equal((await reader.read()).done, true);
@@ -229,7 +230,7 @@ test("fetch uploads in chunks with content-length and waits for credit", async (
   const model = bridge();
   let id;
   httpKernel(model, (msg) => (id = msg.id));
-  const body = new Uint8Array(12 * CHUNK + 3).map((_, i) => i % 251);
+  const body = new Uint8Array(20 * CHUNK + 3).map((_, i) => i % 251);
   const pending = globalThis.__jupyter_loopback__.fetch(8000, "/upload", { method: "POST", body });
   await settle();
   await settle();

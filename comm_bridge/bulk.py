@@ -1,0 +1,267 @@
+"""A large fixed-length response body, read from the socket straight into the messages that carry it.
+
+aiohttp sends the request and parses the head. For a body of at least
+``BULK`` bytes with a ``Content-Length`` and no coding to undo, the
+connection's transport is then handed to a :class:`Body`, an
+``asyncio.BufferedProtocol`` that reads into ``CHUNK``-sized buffers which
+go to the page as they are, one buffer per message. This spares the copies
+aiohttp's parser and stream reader make of every read, and the page gets one
+1 MiB buffer per message instead of several pieces (measured in
+docs/comm-bridge.md: it takes about a third off the kernel's CPU per
+download). The connection is closed afterwards rather than pooled.
+
+Flow control is the page's credit, as everywhere else: reading pauses while
+two full buffers wait for credit, so one stream holds at most three buffers
+here besides what is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import aiohttp
+
+from .flow import LINGER, Session
+from .protocol import CHUNK, WINDOW, WINDOW_MESSAGES
+
+__all__ = ["BULK", "Body", "Pool", "eligible", "relay"]
+
+BULK = 2 * CHUNK
+"""Bodies at least this long take the direct path; shorter ones keep their pooled connection."""
+READ_AHEAD = 2
+"""Full buffers waiting for credit before reading pauses."""
+
+POOL = 4
+"""Buffers a bridge keeps for reuse."""
+
+Send = Callable[[dict[str, Any], Sequence[bytes | memoryview]], None]
+
+
+def _refs(buffers: list[bytearray], i: int) -> int:
+    return sys.getrefcount(buffers[i])
+
+
+# What _refs() counts for a buffer that only its list refers to, measured
+# rather than assumed (the interpreter's own references vary by version).
+_ALONE = _refs([bytearray()], 0) if hasattr(sys, "getrefcount") else -1
+
+
+class Pool:
+    """``CHUNK``-sized buffers to read into, each reused once nothing refers to it any more (one thread only).
+
+    A sent buffer is referenced by the messages' views until zmq has written
+    it (zero-copy sends), so a buffer whose only reference is this pool's is
+    free. Reuse spares a fresh 1 MiB allocation, zeroed and page-faulted in,
+    per message: as much CPU as reading the socket (measured). Without
+    ``sys.getrefcount`` (not CPython) every buffer is new.
+    """
+
+    def __init__(self, size: int = POOL) -> None:
+        self.size = size
+        self.buffers: list[bytearray] = []
+
+    def take(self) -> bytearray:
+        for i in range(len(self.buffers)):
+            if _refs(self.buffers, i) == _ALONE:
+                return self.buffers[i]
+        buffer = bytearray(CHUNK)
+        if len(self.buffers) < self.size and _ALONE > 0:
+            self.buffers.append(buffer)
+        return buffer
+
+
+def eligible(response: aiohttp.ClientResponse, method: str, has_body: bool) -> bool:
+    """Whether ``response``'s body can be relayed by :func:`relay`: long, fixed-length, uncoded, still arriving.
+
+    A request with a body is left to aiohttp, which may still be writing it
+    and waits for the transport's write flow control through its protocol.
+    """
+    length = response.content_length
+    connection = response.connection
+    return (
+        not has_body
+        and method != "HEAD"
+        and length is not None
+        and length >= BULK
+        and response.status >= 200
+        and response.status not in (204, 304)
+        and "content-encoding" not in response.headers
+        and "transfer-encoding" not in response.headers
+        and connection is not None
+        and connection.transport is not None
+        and not response.content.is_eof()
+        and response.content.exception() is None
+    )
+
+
+async def relay(response: aiohttp.ClientResponse, session: Session, send: Send, pool: Pool) -> None:
+    """Relay the rest of an :func:`eligible` response's body as ``data`` messages, the last with ``end``.
+
+    Raises :class:`aiohttp.ClientPayloadError` after relaying what arrived if
+    the connection ends before the body does. The response's connection is
+    closed on return, error or cancellation.
+    """
+    connection = response.connection
+    assert connection is not None and connection.transport is not None and response.content_length is not None
+    transport = connection.transport
+    body = Body(session, send, response.content_length, pool)
+    try:
+        transport.pause_reading()
+        early = response.content.read_nowait()  # what aiohttp read already goes first
+        transport.set_protocol(body)  # reading restarts with the buffered callbacks
+        body.connection_made(transport)
+        body.start(early)
+        await body.done
+    finally:
+        body.finish(None)
+        response.close()
+
+
+class Body(asyncio.BufferedProtocol):
+    """Reads ``length`` bytes into ``CHUNK`` buffers and sends them as the page's credit allows (loop thread)."""
+
+    def __init__(self, session: Session, send: Send, length: int, pool: Pool) -> None:
+        self.session = session
+        self.pool = pool
+        self.send = send
+        self.remaining = length
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self._view = memoryview(pool.take())
+        self._filled = 0
+        self._cut = 0  # what of the buffer is already queued or sent: never written again
+        self._pending: deque[memoryview] = deque()
+        self._timer: asyncio.Handle | None = None
+        self._lost = False
+        self._finished = False
+        self._excess = memoryview(bytearray(4096))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+
+    def start(self, early: bytes) -> None:
+        """Take what aiohttp had read already, then read on."""
+        view = memoryview(early)
+        while view:
+            take = min(CHUNK - self._filled, len(view))
+            self._view[self._filled : self._filled + take] = view[:take]
+            self._filled += take
+            view = view[take:]
+            self._cut_buffer()
+        self.remaining -= len(early)
+        self._cut_buffer()
+        self.session.window.on_release = self.pump
+        self.pump()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        room = min(CHUNK - self._filled, self.remaining)
+        if room <= 0:  # more than Content-Length: read and dropped below
+            return self._excess
+        return self._view[self._filled : self._filled + room]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._finished:
+            return
+        if self.remaining <= 0 or self._filled >= CHUNK:
+            self._fail("The server sent more than its Content-Length.")
+            return
+        self._filled += nbytes
+        self.remaining -= nbytes
+        if self.remaining == 0 or self._filled == CHUNK:
+            self._cut_buffer()
+            self.pump()
+        elif self._timer is None:
+            # A partial buffer goes at once while the page keeps up, else it
+            # may fill for up to LINGER: bulk data travels in full messages.
+            loop = asyncio.get_running_loop()
+            if self.session.window.bytes < CHUNK:
+                self._timer = loop.call_soon(self._flush_partial)
+            else:
+                self._timer = loop.call_later(LINGER, self._flush_partial)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.remaining > 0:
+            self._lost = True
+            self._cut_buffer()
+            self.pump()
+
+    def _flush_partial(self) -> None:
+        self._timer = None
+        self._cut_buffer()
+        self.pump()
+
+    def _cut_buffer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._filled > self._cut:
+            self._pending.append(self._view[self._cut : self._filled])
+            self._cut = self._filled
+        if self._filled == CHUNK:
+            # The old buffer belongs to the messages now (zmq sends it uncopied).
+            self._view = memoryview(self.pool.take())
+            self._filled = self._cut = 0
+
+    def pump(self) -> None:
+        """Send what credit allows; pause or resume reading to match (also the window's release callback)."""
+        if self._finished:
+            return
+        window = self.session.window
+        ended = self.remaining == 0
+        while self._pending:
+            size = len(self._pending[0])
+            if window.messages >= WINDOW_MESSAGES or window.bytes + size > WINDOW:
+                break
+            window.take(size)
+            piece = self._pending.popleft()
+            last = ended and not self._pending
+            self.send({"op": "data", "id": self.session.id, "end": last}, [piece])
+            if last:
+                return self.finish(None)
+        if self._pending:
+            if len(self._pending) >= READ_AHEAD or ended:
+                self._pause()
+            else:
+                self._resume()
+            return
+        if ended:  # everything arrived with the head (rare: eligible() wants more to come)
+            self.send({"op": "data", "id": self.session.id, "end": True}, ())
+            return self.finish(None)
+        if self._lost:
+            return self.finish(aiohttp.ClientPayloadError("The connection closed before the body's end."))
+        self._resume()
+
+    def _resume(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _pause(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def _fail(self, message: str) -> None:
+        self.finish(aiohttp.ClientPayloadError(message))
+
+    def finish(self, exc: Exception | None) -> None:
+        """Stop relaying; ``done`` resolves, or raises ``exc``. Idempotent."""
+        if self._finished:
+            return
+        self._finished = True
+        if self.session.window.on_release == self.pump:
+            self.session.window.on_release = None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._pause()
+        if not self.done.done():
+            if exc is None:
+                self.done.set_result(None)
+            else:
+                self.done.set_exception(exc)
