@@ -69,39 +69,53 @@ def _origin(host: str, port: int) -> httpx.URL:
 class _Guard:
     """Ends one relay early, for one reason: the header deadline passed or the client left.
 
-    The deadline is a timer. The client is watched by a small task started
-    ``WATCH_AFTER`` seconds after the request body was read, so the common
-    short exchange costs two timers and no task. Either cancels the relay's
-    task, which closes the upstream connection wherever it was waiting.
+    One timer serves both: it fires ``WATCH_AFTER`` seconds after the
+    request body was read, starts a small task watching for the client
+    leaving, and is set again for the rest of the header deadline. So the
+    common short exchange costs one timer and no task. Either event cancels
+    the relay's task, which closes the upstream connection wherever it was
+    waiting.
     """
 
-    __slots__ = ("closed", "deadline", "reason", "receive", "started", "task", "watch_timer", "watcher")
+    __slots__ = ("closed", "deadline", "headers_in", "reason", "receive", "started", "task", "timer", "watcher")
 
     def __init__(self) -> None:
         self.task = asyncio.current_task()
         self.reason: str | None = None
         self.closed = False
         self.started = False
-        self.deadline: asyncio.TimerHandle | None = None
-        self.watch_timer: asyncio.TimerHandle | None = None
+        self.headers_in = False
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
         self.watcher: asyncio.Task[None] | None = None
 
     def arm(self, receive: Receive, header_timeout: float) -> None:
         """The request body is read: start the header deadline and, soon, the watch for the client leaving."""
         loop = asyncio.get_running_loop()
         self.receive = receive
-        self.deadline = loop.call_later(header_timeout, self._fire, "timeout")
-        self.watch_timer = loop.call_later(WATCH_AFTER, self._watch)
+        self.deadline = loop.time() + header_timeout
+        self.timer = loop.call_at(min(self.deadline, loop.time() + WATCH_AFTER), self._tick)
 
-    def _watch(self) -> None:
-        if not self.closed:
+    def _tick(self) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        if self.watcher is None:
             self.watcher = asyncio.ensure_future(_wait_disconnect(self.receive))
             self.watcher.add_done_callback(self._left)
+        if self.headers_in:
+            return
+        if loop.time() >= self.deadline:
+            self._fire("timeout")
+        else:
+            self.timer = loop.call_at(self.deadline, self._tick)
 
     def headers_arrived(self) -> None:
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
+        self.headers_in = True
+        if self.timer is not None and self.watcher is not None:
+            self.timer.cancel()  # only the deadline was left to it
+            self.timer = None
 
     def _left(self, watcher: asyncio.Task[None]) -> None:
         if not watcher.cancelled() and watcher.exception() is None:
@@ -121,9 +135,9 @@ class _Guard:
     def close(self) -> None:
         """No await: runs in ``finally`` whatever happened."""
         self.closed = True
-        self.headers_arrived()
-        if self.watch_timer is not None:
-            self.watch_timer.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.watcher is not None:
             self.watcher.cancel()
 
