@@ -35,8 +35,11 @@ BULK = 2 * CHUNK
 READ_AHEAD = 2
 """Full buffers waiting for credit before reading pauses."""
 
-POOL = 4
-"""Buffers a bridge keeps for reuse."""
+POOL = WINDOW // CHUNK
+"""Buffers a bridge keeps for reuse while it relays (a window's worth is in flight anyway)…"""
+POOL_IDLE = 2
+"""…and once it has not relayed for ``IDLE_AFTER`` seconds."""
+IDLE_AFTER = 5.0
 
 Send = Callable[[dict[str, Any], Sequence[bytes | memoryview]], None]
 
@@ -63,6 +66,24 @@ class Pool:
     def __init__(self, size: int = POOL) -> None:
         self.size = size
         self.buffers: list[bytearray] = []
+        self.users = 0
+        self._trim: asyncio.TimerHandle | None = None
+
+    def use(self) -> None:
+        self.users += 1
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None
+
+    def done(self) -> None:
+        """One user is done: with none left for ``IDLE_AFTER`` seconds, keep only ``POOL_IDLE`` buffers."""
+        self.users -= 1
+        if self.users <= 0 and self._trim is None:
+            self._trim = asyncio.get_running_loop().call_later(IDLE_AFTER, self._idle)
+
+    def _idle(self) -> None:
+        self._trim = None
+        del self.buffers[POOL_IDLE:]
 
     def take(self) -> bytearray:
         for i in range(len(self.buffers)):
@@ -108,6 +129,7 @@ async def relay(response: aiohttp.ClientResponse, session: Session, send: Send, 
     connection = response.connection
     assert connection is not None and connection.transport is not None and response.content_length is not None
     transport = connection.transport
+    pool.use()
     body = Body(session, send, response.content_length, pool)
     try:
         transport.pause_reading()
@@ -119,6 +141,7 @@ async def relay(response: aiohttp.ClientResponse, session: Session, send: Send, 
     finally:
         body.finish(None)
         response.close()
+        pool.done()
 
 
 class Body(asyncio.BufferedProtocol):
