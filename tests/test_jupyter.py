@@ -22,6 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .jupyter_fixtures import JupyterServer, TreePeak, start_jupyter, stop_jupyter
+from .upstream import PATTERN
 
 MiB = 2**20
 GiB = 2**30
@@ -233,10 +234,14 @@ def test_1_gib_download_streams_with_bounded_memory(jupyter_base: JupyterServer,
         started = time.perf_counter()
         first_byte = None
         total = 0
+        pattern = PATTERN * 2
         with c.stream("GET", jupyter_base.loopback(upstream, f"bytes?n={GiB}"), headers=jupyter_base.auth) as r:
             assert r.status_code == 200
             for chunk in r.iter_raw():
                 first_byte = first_byte or time.perf_counter() - started
+                # Every byte checked (the body is PATTERN repeated; pieces are far smaller than it).
+                at = total % len(PATTERN)
+                assert len(chunk) <= len(PATTERN) and chunk == pattern[at : at + len(chunk)], total
                 total += len(chunk)
         took = time.perf_counter() - started
         rise = peak.rise()
