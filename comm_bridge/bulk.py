@@ -6,13 +6,15 @@ connection's transport is then handed to a :class:`Body`, an
 ``asyncio.BufferedProtocol`` that reads into ``CHUNK``-sized buffers which
 go to the page as they are, one buffer per message. This spares the copies
 aiohttp's parser and stream reader make of every read, and the page gets one
-1 MiB buffer per message instead of several pieces (measured in
-docs/comm-bridge.md: it takes about a third off the kernel's CPU per
-download). The connection is closed afterwards rather than pooled.
+1 MiB buffer per message instead of several pieces (docs/comm-bridge.md
+has the kernel's CPU per download before and after). The connection is
+closed afterwards rather than pooled.
 
-Flow control is the page's credit, as everywhere else: reading pauses while
-two full buffers wait for credit, so one stream holds at most three buffers
-here besides what is in flight.
+Full buffers are sent ``BATCH`` at a time (or after ``LINGER``), since each
+message sent alone wakes ipykernel's IOPub thread and costs the kernel more
+CPU than the same messages back to back. Flow control is the page's credit,
+as everywhere else: reading pauses while buffers wait for credit, so one
+stream holds at most ``BATCH + 1`` buffers here besides what is in flight.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ __all__ = ["BULK", "Body", "Pool", "eligible", "relay"]
 
 BULK = 2 * CHUNK
 """Bodies at least this long take the direct path; shorter ones keep their pooled connection."""
+BATCH = 3
+"""Full buffers sent back to back, so that ipykernel's IOPub thread wakes once for several."""
 READ_AHEAD = 2
 """Full buffers waiting for credit before reading pauses."""
 
@@ -196,7 +200,10 @@ class Body(asyncio.BufferedProtocol):
         self.remaining -= nbytes
         if self.remaining == 0 or self._filled == CHUNK:
             self._cut_buffer()
-            self.pump()
+            if self.remaining == 0 or len(self._pending) >= BATCH:
+                self.pump()
+            else:
+                self._timer = asyncio.get_running_loop().call_later(LINGER, self._flush_partial)
         elif self._timer is None:
             # A partial buffer goes at once while the page keeps up, else it
             # may fill for up to LINGER: bulk data travels in full messages.
