@@ -229,6 +229,7 @@ def create_app(
                 "namespaces": {n: {"ports": str(ns.ports), "host": ns.host} for n, ns in served.items()},
                 "failures": failures,
                 "websocket_sessions": dict(websocket.sessions),
+                "http_bodies_spliced": http.spliced,
             }
         )
 

@@ -16,8 +16,9 @@ import httpx
 
 from .errors import send_error
 from .headers import request_headers, response_headers
+from .http_protocol import SPLICE
 from .target import Target
-from .transport import LoopbackTransport, body_complete
+from .transport import LoopbackTransport, body_complete, hand_over
 from .types import Receive, Scope, Send
 
 __all__ = ["HTTPRelay"]
@@ -28,6 +29,8 @@ log = logging.getLogger("loopback_asgi")
 # leaving. Most exchanges are over sooner and never pay for the watcher task;
 # a client that leaves a slow one releases the upstream at most this late.
 WATCH_AFTER = 0.02
+# Bodies of at least this many bytes go kernel-side where the server offers it.
+SPLICE_MIN = 1024 * 1024
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -155,6 +158,7 @@ class HTTPRelay:
     def __init__(self, *, max_connections: int | None = None, secrets: Collection[bytes] = ()) -> None:
         self.transport = LoopbackTransport(max_connections=max_connections, keepalive_expiry=30)
         self.secrets = frozenset(secrets)
+        self.spliced = 0  # response bodies sent kernel-side (see http_protocol.py)
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -254,6 +258,18 @@ class HTTPRelay:
                     "headers": response_headers(response.headers.raw, target, response.status_code),
                 }
             )
+            if response.status_code >= 200 and (splice := (scope.get("extensions") or {}).get(SPLICE)) is not None:
+                length = response.headers.get("content-length", "")
+                if length.isdigit() and int(length) >= SPLICE_MIN:
+                    # A big fixed-length body goes kernel-side when the server can (http_protocol.py).
+                    delivered = await splice["send_rest"](functools.partial(hand_over, response))
+                    if delivered is not None:
+                        self.spliced += 1
+                        if delivered:
+                            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                        else:
+                            log.info("jupyter-loopback: upstream %s or its client stopped mid-body", where)
+                        return
             final = False
             # The transport's own byte stream, as ``aiter_raw()`` would give
             # it (Content-Encoding intact), without its extra generator layer.

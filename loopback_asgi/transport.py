@@ -30,7 +30,7 @@ import httpx
 
 from .wire import Connection
 
-__all__ = ["LoopbackTransport", "body_complete"]
+__all__ = ["LoopbackTransport", "body_complete", "hand_over"]
 
 
 class LoopbackTransport(httpx.AsyncBaseTransport):
@@ -179,3 +179,9 @@ def body_complete(response: httpx.Response) -> bool:
     """
     stream = response.stream
     return isinstance(stream, _Body) and stream._conn.drained
+
+
+def hand_over(response: httpx.Response) -> tuple[object, bytes, int] | None:
+    """For a :class:`LoopbackTransport` response: :meth:`Connection.hand_over` of its connection, else None."""
+    stream = response.stream
+    return stream._conn.hand_over() if isinstance(stream, _Body) else None

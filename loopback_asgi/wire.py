@@ -96,6 +96,9 @@ class Connection(WriteFlow, asyncio.Protocol):
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._paused = False
+        self._length: int | None = None  # the body's Content-Length, when it has one and is not chunked
+        self._body_read = 0
+        self._handed_over = False
 
     @property
     def usable(self) -> bool:
@@ -111,6 +114,35 @@ class Connection(WriteFlow, asyncio.Protocol):
     def reusable(self) -> bool:
         """The response was read to its end and both sides keep the connection."""
         return self._complete and self._keep_alive and self._error is None and not (self.closed or self._head_only)
+
+    def hand_over(self) -> tuple[object, bytes, int] | None:
+        """Stop reading a fixed-length body here, for a kernel-side copy (``http_protocol``).
+
+        Returns the socket (to read the rest from), the body bytes read but
+        not handed out yet, and how many bytes of the body are still to come;
+        or None (nothing changed) unless the body has a Content-Length and is
+        under way. The connection is not reused afterwards.
+        """
+        transport = self.transport
+        if (
+            transport is None
+            or self.closed
+            or self._length is None
+            or not self._headers_done
+            or self._complete
+            or self._error is not None
+            or self._handed_over
+        ):
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        transport.pause_reading()
+        self._paused = self._handed_over = True
+        rest = b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        return sock, rest, self._length - self._body_read
 
     # -- the request side -------------------------------------------------
 
@@ -280,12 +312,17 @@ class Connection(WriteFlow, asyncio.Protocol):
             self._complete = True
         elif status not in (204, 304):
             # RFC 9112 section 6.3: neither a length nor chunked last means until the end.
-            self._until_eof = not (_has(self.headers, b"content-length") or _chunked(self.headers))
+            chunked = _chunked(self.headers)
+            self._until_eof = not (_has(self.headers, b"content-length") or chunked)
+            lengths = {v.strip() for n, v in self.headers if n.lower() == b"content-length"}
+            if not chunked and len(lengths) == 1 and (length := lengths.pop()).isdigit():
+                self._length = int(length)
         self._wake()
 
     def on_body(self, body: bytes) -> None:
         if self._complete:
             return
+        self._body_read += len(body)
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered >= HIGH_WATER and not self._paused and self.transport is not None:
