@@ -18,7 +18,7 @@ from .errors import send_error
 from .headers import request_headers, response_headers
 from .http_protocol import SPLICE
 from .target import Target
-from .transport import LoopbackTransport, body_complete, hand_over
+from .transport import LoopbackTransport, body_complete, fixed_length, hand_over
 from .types import Receive, Scope, Send
 
 __all__ = ["HTTPRelay"]
@@ -96,8 +96,9 @@ class _Guard:
         """The request body is read: start the header deadline and, soon, the watch for the client leaving."""
         loop = asyncio.get_running_loop()
         self.receive = receive
-        self.deadline = loop.time() + header_timeout
-        self.timer = loop.call_at(min(self.deadline, loop.time() + WATCH_AFTER), self._tick)
+        now = loop.time()
+        self.deadline = now + header_timeout
+        self.timer = loop.call_at(now + min(header_timeout, WATCH_AFTER), self._tick)
 
     def _tick(self) -> None:
         self.timer = None
@@ -259,8 +260,7 @@ class HTTPRelay:
                 }
             )
             if response.status_code >= 200 and (splice := (scope.get("extensions") or {}).get(SPLICE)) is not None:
-                length = response.headers.get("content-length", "")
-                if length.isdigit() and int(length) >= SPLICE_MIN:
+                if fixed_length(response) >= SPLICE_MIN:
                     # A big fixed-length body goes kernel-side when the server can (http_protocol.py).
                     delivered = await splice["send_rest"](functools.partial(hand_over, response))
                     if delivered is not None:

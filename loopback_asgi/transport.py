@@ -30,7 +30,7 @@ import httpx
 
 from .wire import Connection
 
-__all__ = ["LoopbackTransport", "body_complete", "hand_over"]
+__all__ = ["LoopbackTransport", "body_complete", "fixed_length", "hand_over"]
 
 
 class LoopbackTransport(httpx.AsyncBaseTransport):
@@ -185,3 +185,10 @@ def hand_over(response: httpx.Response) -> tuple[object, bytes, int] | None:
     """For a :class:`LoopbackTransport` response: :meth:`Connection.hand_over` of its connection, else None."""
     stream = response.stream
     return stream._conn.hand_over() if isinstance(stream, _Body) else None
+
+
+def fixed_length(response: httpx.Response) -> int:
+    """The body's Content-Length for a :class:`LoopbackTransport` response that has one (not chunked), else -1."""
+    stream = response.stream
+    length = stream._conn.body_length if isinstance(stream, _Body) else None
+    return -1 if length is None else length

@@ -115,6 +115,11 @@ class Connection(WriteFlow, asyncio.Protocol):
         """The response was read to its end and both sides keep the connection."""
         return self._complete and self._keep_alive and self._error is None and not (self.closed or self._head_only)
 
+    @property
+    def body_length(self) -> int | None:
+        """The response body's Content-Length, if it has one and is not chunked."""
+        return self._length
+
     def hand_over(self) -> tuple[object, bytes, int] | None:
         """Stop reading a fixed-length body here, for a kernel-side copy (``http_protocol``).
 
@@ -153,15 +158,21 @@ class Connection(WriteFlow, asyncio.Protocol):
         target = request.extensions.get("target") or request.url.raw_path
         if b" " in target or b"\r" in target or b"\n" in target:
             raise httpx.LocalProtocolError("The request target contains a space or a line break.")
+        raw = request.headers.raw
         parts = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), target)]
         chunked = False
-        for name, value in request.headers.raw:
-            if b"\r" in name or b"\n" in name or b"\r" in value or b"\n" in value or b":" in name:
-                raise httpx.LocalProtocolError("A request header contains a line break or a bad name.")
+        for name, value in raw:
             if name.lower() == b"transfer-encoding":
                 chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"  # the last coding frames
             parts += (name, b": ", value, b"\r\n")
         parts.append(b"\r\n")
+        # One look at the whole head: a line break inside a name or a value
+        # (header injection) shows as more of them than the head has lines.
+        lines = len(raw) + 2
+        head = b"".join(parts)
+        if head.count(b"\n") != lines or head.count(b"\r") != lines or b":" in b"".join([n for n, _ in raw]):
+            raise httpx.LocalProtocolError("A request header contains a line break or a bad name.")
+        parts = [head]
         stream = request.stream
         if isinstance(stream, httpx.ByteStream):
             # A body already in memory goes out with the head in one write.

@@ -654,3 +654,28 @@ async def test_a_transfer_coding_list_ending_in_chunked_is_chunk_framed() -> Non
         await client.post(f"{server.url}/up", content=upload(), headers=headers)
         request = server.peers[0].requests[0]
         assert request.chunk_sizes == [6, 5] and request.body == b"coded bytes"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [(b"x-a", b"1\r\nx-injected: yes"), (b"x-a", b"1\nx-injected: yes"), (b"x-a", b"1\r"), (b"x-a:b", b"1")],
+)
+async def test_a_header_with_a_line_break_or_a_colon_in_its_name_is_refused_before_sending(
+    header: tuple[bytes, bytes],
+) -> None:
+    """Nothing is written: the upstream sees no request at all, and the next good request works."""
+
+    async def script(peer: Peer) -> None:
+        request = await peer.read_request(timeout=WAIT)
+        assert request.target == b"/good"
+        await peer.send(ok())
+
+    async with ScriptedServer(script) as server:
+        transport = LoopbackTransport()
+        bad = httpx.Request("GET", f"{server.url}/bad", headers=[header])
+        with pytest.raises(httpx.LocalProtocolError):
+            await transport.handle_async_request(bad)
+        response = await transport.handle_async_request(httpx.Request("GET", f"{server.url}/good"))
+        assert response.status_code == 200
+        await response.aread()
+        await transport.aclose()
