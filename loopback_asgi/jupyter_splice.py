@@ -89,12 +89,13 @@ class Splice:
         if self._done.done():
             return
         flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+        splice = os.splice  # positional arguments below: no keyword parsing per call
         budget = TURN_BYTES
         while budget > 0:
             moved = False
             if self.left and not self._eof and self._in_pipe < PIPE_SIZE:
                 try:
-                    n = os.splice(self._src, self._w, min(self.left, PIPE_SIZE - self._in_pipe), flags=flags)
+                    n = splice(self._src, self._w, min(self.left, PIPE_SIZE - self._in_pipe), None, None, flags)
                 except BlockingIOError:
                     pass  # nothing from the sidecar yet, or the pipe is full
                 except OSError:
@@ -107,7 +108,7 @@ class Splice:
                     moved = n > 0
             if self._in_pipe:
                 try:
-                    n = os.splice(self._r, self._dst, self._in_pipe, flags=flags)
+                    n = splice(self._r, self._dst, self._in_pipe, None, None, flags)
                 except BlockingIOError:
                     pass  # the browser's socket is full
                 except OSError:  # EPIPE, ECONNRESET: the browser left
