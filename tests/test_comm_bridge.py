@@ -449,6 +449,32 @@ async def test_a_stalled_websocket_reader_stops_the_kernel_after_a_window(bridge
         bridge.send({"op": "cancel", "id": ws.id})
 
 
+@pytest.mark.parametrize("after", [65536, 8 << 20])  # aiohttp's reader; the direct path (bulk.BULK and over)
+async def test_a_body_cut_short_fails_after_what_arrived(bridge: Bridge, kernel_upstream: int, after: int) -> None:
+    response = await bridge.fetch(kernel_upstream, f"/die?after={after}")  # declares 4 * after, sends after
+    got = b""
+    with pytest.raises(BridgeError) as cut:
+        async for chunk in response.iter():
+            got += bytes(chunk)
+    assert cut.value.status == 0 and "dropped the response" in str(cut.value)
+    assert pattern(after).startswith(got)  # in order and whole so far (a reset may discard what was unread)
+    assert (await bridge.request("test", "echo", 1))[0] == "ok"
+
+
+async def test_a_cancelled_download_ends(bridge_kernel: Kernel, bridge: Bridge, kernel_upstream: int) -> None:
+    response = await bridge.fetch(kernel_upstream, f"/bytes?n={50 * MB}", ack=False)
+    assert len(await asyncio.wait_for(response.chunks.get(), 10)) > 0
+    bridge.send({"op": "cancel", "id": bridge.next})
+    for _ in range(100):  # bounded: the kernel drops the stream soon after the cancel
+        if (await bridge_kernel.execute("print(len(BRIDGE.streams.sessions))")).strip() == "0":
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the cancelled download is still running in the kernel")
+    response = await bridge.fetch(kernel_upstream, f"/bytes?n={3 * MB}")
+    assert await response.read() == pattern(3 * MB)
+
+
 @pytest.mark.slow
 async def test_200mb_fetch_in_bounded_kernel_memory(
     bridge_kernel: Kernel, bridge: Bridge, kernel_upstream: int
