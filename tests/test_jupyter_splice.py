@@ -195,6 +195,16 @@ def _check(chunks: Iterator[bytes], offset: int = 0) -> int:
     return offset
 
 
+@pytest.fixture
+def clean_log(jupyter_base: JupyterServer) -> Iterator[None]:
+    """The server logs no traceback and no framing error during the test."""
+    start = len(jupyter_base.proc.output)
+    yield
+    new = "".join(jupyter_base.proc.output[start:])
+    assert "Traceback" not in new and "HTTPOutputError" not in new and "Uncaught exception" not in new, new
+
+
+@pytest.mark.usefixtures("clean_log")
 def test_large_body_goes_kernel_side_and_arrives_exact(jupyter_base: JupyterServer, upstream: int) -> None:
     pid = jupyter_base.proc.pid
     n = 48 * MiB + 3
@@ -214,6 +224,7 @@ def test_large_body_goes_kernel_side_and_arrives_exact(jupyter_base: JupyterServ
         assert r.json() == {"hello": "world"}
 
 
+@pytest.mark.usefixtures("clean_log")
 def test_sizes_and_framings_around_the_threshold(jupyter_base: JupyterServer, upstream: int) -> None:
     with jupyter_base.client() as c:
         for n in (SPLICE_MIN - 1, SPLICE_MIN, SPLICE_MIN + 1, 5 * MiB + 7):
@@ -226,6 +237,7 @@ def test_sizes_and_framings_around_the_threshold(jupyter_base: JupyterServer, up
             assert r.headers["content-length"] == str(n) and r.content == b""
 
 
+@pytest.mark.usefixtures("clean_log")
 def test_upstream_dying_mid_body_cuts_the_browser_stream(jupyter_base: JupyterServer, upstream: int) -> None:
     with jupyter_base.client() as c:
         got = 0
@@ -239,6 +251,7 @@ def test_upstream_dying_mid_body_cuts_the_browser_stream(jupyter_base: JupyterSe
         assert c.get(jupyter_base.loopback(upstream, "json"), headers=jupyter_base.auth).status_code == 200
 
 
+@pytest.mark.usefixtures("clean_log")
 def test_sidecar_killed_mid_body_cuts_the_browser_stream(jupyter_base: JupyterServer, upstream: int) -> None:
     pid = jupyter_base.proc.pid
     with jupyter_base.client() as c:
@@ -260,6 +273,7 @@ def test_sidecar_killed_mid_body_cuts_the_browser_stream(jupyter_base: JupyterSe
         assert r.status_code == 200 and time.monotonic() - started < 5
 
 
+@pytest.mark.usefixtures("clean_log")
 def test_browser_leaving_mid_body_releases_everything(jupyter_base: JupyterServer, upstream: int) -> None:
     pid = jupyter_base.proc.pid
     path = f"{jupyter_base.base_url}loopback/app/{upstream}/bytes?n=1000000000"
