@@ -143,14 +143,16 @@ class Workers:
         _Worker(self, job)
         return done
 
-    def _next(self, worker: _Worker) -> Job | None:
+    def _next(self, worker: _Worker, done: threading.Lock) -> Job | None:
+        # ``done`` is released as late as possible: the caller it wakes then
+        # finds the GIL free instead of waking again for it.
         with self._lock:
-            if self._closed:
-                return None
-            if self._backlog:
-                return self._backlog.popleft()
+            if self._closed or self._backlog:
+                done.release()
+                return None if self._closed else self._backlog.popleft()
             worker.job = None
             self._idle.append(worker)
+        done.release()
         worker.wake.acquire()
         return worker.job
 
@@ -179,9 +181,7 @@ class _Worker:
                 fn(*args)
             except BaseException:  # a job's bug must not end the thread
                 log.exception("comm_bridge: a worker's job raised")
-            finally:
-                done.release()
-            job = self.workers._next(self)
+            job = self.workers._next(self, done)
 
 
 class Deadlines:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import os
 import signal
@@ -125,6 +126,33 @@ def _where_default(data, buffers):
     assert (await bridge.request("test", "where-default"))[:2] == ("ok", False)
     with pytest.raises(KernelError, match="cannot run inline"):
         await bridge_kernel.execute("@comm_bridge.on_request('t', 'a', inline=True)\nasync def _a(d, b): pass")
+
+
+async def test_handlers_around_the_grace_period_answer_once(bridge_kernel: Kernel, bridge: Bridge) -> None:
+    """A result within the shell thread's wait is sent by that thread, a later one by the worker: never both."""
+    await bridge_kernel.execute(
+        "import time\n"
+        "@comm_bridge.on_request('test', 'about-grace')\n"
+        "def _about_grace(data, buffers):\n"
+        "    time.sleep(data * 1e-4)  # 0 to 1.9 ms, around the shell thread's 1 ms wait\n"
+        "    return {'n': data}\n"
+    )
+    replies: collections.Counter[int] = collections.Counter()
+    route = bridge._route
+
+    def counting(msg: dict[str, object], bufs: list[memoryview]) -> None:
+        if msg.get("op") == "reply":
+            replies[int(msg["id"])] += 1  # type: ignore[call-overload]
+        route(msg, bufs)
+
+    bridge_kernel.on_custom[bridge.comm_id] = counting
+    try:
+        results = await asyncio.gather(*(bridge.request("test", "about-grace", i % 20) for i in range(200)))
+        assert [r[:2] for r in results] == [("ok", {"n": i % 20}) for i in range(200)]
+        assert (await bridge.request("test", "echo", 0))[0] == "ok"  # any duplicate would have arrived by now
+    finally:
+        bridge_kernel.on_custom[bridge.comm_id] = route
+    assert len(replies) == 201 and set(replies.values()) == {1}
 
 
 async def test_enable_is_idempotent(bridge_kernel: Kernel) -> None:
