@@ -291,9 +291,13 @@ class Bridge:
                 piece = view[at : at + CHUNK]
                 await credit.take(len(piece) + FRAME_COST)
                 self.send({"op": "body", "id": id, "end": at + CHUNK >= len(view)}, [piece])
+        # The reply resolves the awaited future directly, as bridge.js resolves
+        # its promise; asyncio.wait_for would add a hop through the loop.
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, reply)
         try:
-            return await asyncio.wait_for(reply, timeout)
+            return await reply
         finally:
+            timer.cancel()
             del self.pending[id]
 
     async def fetch(
@@ -366,6 +370,11 @@ class Bridge:
     def websocket(self, port: int, path: str, protocols: Sequence[str] = (), ack: bool = True) -> WebSocket:
         """``openWebSocket``; messages are acknowledged as they arrive unless ``ack`` is false (a stalled reader)."""
         return WebSocket(self, port, path, protocols, ack)
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(asyncio.TimeoutError())
 
 
 class _Credit:
