@@ -20,10 +20,11 @@ from typing import Any
 
 from tornado import web
 from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol
+from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 
 from .jupyter_sidecar import Sidecar, SidecarUnavailable
 from .jupyter_ws_client import Refused, SidecarWebSocket, connect
+from .jupyter_ws_pipe import BrowserPipe
 
 __all__ = ["MAX_MESSAGE", "WebSocketRelayMixin"]
 
@@ -88,6 +89,28 @@ class WebSocketRelayMixin(WebSocketHandler):
                 error: Exception = exc
             if attempt == 2:
                 return self._fail(502, f"The loopback sidecar is not reachable: {error}.")
+
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if type(protocol) is WebSocketProtocol13:
+            protocol.__class__ = _PipeOr13  # same state; only the frame loop may differ
+        return protocol
+
+    def _pipe(self, protocol: WebSocketProtocol13) -> BrowserPipe | None:
+        """A byte pipe for this session, if both legs are at a clean point (see :mod:`.jupyter_ws_pipe`)."""
+        if (
+            self._ws is None
+            or getattr(protocol, "_compressor", None) is not None
+            or getattr(protocol, "_decompressor", None) is not None
+            or protocol.ping_interval  # the admin wants tornado's pings on the browser leg: keep them
+            or protocol.stream is None
+        ):
+            return None
+        detached = self._ws.detach()
+        if detached is None:
+            return None
+        transport, rest = detached
+        return BrowserPipe(protocol.stream, transport, rest, max_size=MAX_MESSAGE, activity=self._activity)
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         chosen = self._ws.selected_subprotocol if self._ws is not None else None
@@ -188,3 +211,18 @@ def _settled(future: Awaitable[None] | None) -> Awaitable[None] | None:
 
     fut.add_done_callback(done)
     return out
+
+
+class _PipeOr13(WebSocketProtocol13):
+    """tornado's protocol, whose frame loop becomes a :class:`.BrowserPipe` when the session allows."""
+
+    async def _receive_frame_loop(self) -> None:
+        handler = self.handler
+        pipe = handler._pipe(self) if isinstance(handler, WebSocketRelayMixin) else None
+        if pipe is None:
+            return await super()._receive_frame_loop()
+        try:
+            await pipe.run()
+        finally:
+            self.client_terminated = self.server_terminated = True
+            handler.on_ws_connection_close(None, None)

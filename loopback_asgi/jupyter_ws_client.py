@@ -117,6 +117,32 @@ class SidecarWebSocket(asyncio.Protocol):
         if drained is not None and not drained.done():
             drained.set_result(None)
 
+    def detach(self) -> tuple[asyncio.Transport, bytes] | None:
+        """Give up the connection at a frame boundary, for a byte-for-byte relay (``jupyter_ws_pipe``).
+
+        Returns the transport and the bytes read but not parsed (the start of
+        a frame, at most); or None, changing nothing, unless the connection
+        is open, no message is being delivered or assembled, and no close has
+        begun. Afterwards this object sends and delivers nothing.
+        """
+        transport = self.transport
+        if (
+            transport is None
+            or transport.is_closing()
+            or not self._upgraded
+            or self._paused
+            or self._ended
+            or self._closing
+            or self._lost
+            or self._fragments
+        ):
+            return None
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        self._ended = self._closing = True
+        self.transport = None
+        return transport, rest
+
     # Sending
 
     def send(self, data: bytes, binary: bool) -> Awaitable[None] | None:

@@ -1,0 +1,71 @@
+"""The adapter's WebSocket byte pipe (loopback_asgi/jupyter_ws_pipe.py), through a real Jupyter server.
+
+A session on the upstream's ``/ws`` echo says nothing before the browser's
+handshake is answered, so both the adapter and the sidecar pipe it: frames
+cross the whole chain unparsed. These check what the pipe must keep: frames
+of every size and kind in order, pings answered end to end, fragments, the
+browser dropping, the sidecar dying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from .jupyter_fixtures import JupyterServer
+
+
+def url(server: JupyterServer, port: int) -> str:
+    return f"{server.ws_url}loopback/app/{port}/ws"
+
+
+async def test_frames_of_every_size_and_kind_in_order(jupyter_base: JupyterServer, upstream: int) -> None:
+    sizes = [0, 1, 125, 126, 65535, 65536, 300_000]
+    async with connect(url(jupyter_base, upstream), additional_headers=jupyter_base.auth, proxy=None) as ws:
+        for n in sizes:
+            await ws.send(bytes(range(256)) * (n // 256) + bytes(n % 256))
+            await ws.send("é" * n)
+        await ws.send(["frag", "mented ", "text"])
+        pong = await ws.ping(b"end to end")
+        for n in sizes:
+            assert await ws.recv() == bytes(range(256)) * (n // 256) + bytes(n % 256)
+            assert await ws.recv() == "é" * n
+        assert await ws.recv() == "fragmented text"
+        await asyncio.wait_for(pong, 10)
+
+
+async def test_the_browser_dropping_closes_upstream_with_no_status(jupyter_base: JupyterServer, upstream: int) -> None:
+    async with connect(url(jupyter_base, upstream), additional_headers=jupyter_base.auth, proxy=None) as ws:
+        await ws.send("before")
+        assert await ws.recv() == "before"
+        ws.transport.abort()  # the TCP connection just ends, no close frame
+    async with httpx.AsyncClient(trust_env=False) as client:
+        for _ in range(100):  # bounded: the upstream records the close a moment later
+            last = (await client.get(f"http://127.0.0.1:{upstream}/last-close")).json()
+            if last.get("code") == 1005:
+                break
+            await asyncio.sleep(0.05)
+    assert last == {"code": 1005, "reason": ""}
+
+
+async def test_the_sidecar_dying_closes_the_browser_with_1011(jupyter_base: JupyterServer, upstream: int) -> None:
+    async with connect(url(jupyter_base, upstream), additional_headers=jupyter_base.auth, proxy=None) as ws:
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+        pids = jupyter_base.sidecar_pids()
+        assert pids
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 10)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1011
+    # The adapter starts a new sidecar for the next session.
+    async with connect(url(jupyter_base, upstream), additional_headers=jupyter_base.auth, proxy=None) as ws:
+        await ws.send("again")
+        assert await asyncio.wait_for(ws.recv(), 10) == "again"
