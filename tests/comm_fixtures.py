@@ -18,6 +18,7 @@ import random
 import signal
 import sys
 import tempfile
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -377,6 +378,31 @@ def _expire(future: asyncio.Future[Any]) -> None:
         future.set_exception(asyncio.TimeoutError())
 
 
+class _Inbox:
+    """Messages in arrival order for one reader; ``get`` resumes straight from the handler, as onmessage fires."""
+
+    def __init__(self) -> None:
+        self.items: deque[Any] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self.items.append(item)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def get(self, timeout: float) -> Any:
+        if not self.items:
+            loop = asyncio.get_running_loop()
+            self.waiter = loop.create_future()
+            timer = loop.call_later(timeout, _expire, self.waiter)
+            try:
+                await self.waiter
+            finally:
+                timer.cancel()
+                self.waiter = None
+        return self.items.popleft()
+
+
 class _Credit:
     def __init__(self) -> None:
         self.inflight = 0
@@ -401,7 +427,7 @@ class WebSocket:
         self.ack = ack
         self.id = bridge._id()
         self.opened: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.messages: asyncio.Queue[Any] = asyncio.Queue()
+        self.messages = _Inbox()
         self.closed: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
         self.credit = _Credit()
         self._partial: list[bytes] = []
@@ -460,7 +486,7 @@ class WebSocket:
             self.bridge.send({"op": "ws_send", "id": self.id, "frames": frames}, [p for _, p in batch])
 
     async def recv(self, timeout: float = 30) -> str | bytes | None:
-        return await asyncio.wait_for(self.messages.get(), timeout)
+        return await self.messages.get(timeout)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         self._flush()
