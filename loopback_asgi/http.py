@@ -80,10 +80,12 @@ class _Guard:
     waiting.
     """
 
-    __slots__ = ("closed", "deadline", "headers_in", "reason", "receive", "started", "task", "timer", "watcher")
+    __slots__ = ("closed", "deadline", "headers_in", "loop", "reason", "receive", "started", "task", "timer", "watcher")
 
     def __init__(self) -> None:
-        self.task = asyncio.current_task()
+        # One look-up of the loop per relay: each costs a system call (getpid) on Python 3.11.
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task(self.loop)
         self.reason: str | None = None
         self.closed = False
         self.started = False
@@ -94,7 +96,7 @@ class _Guard:
 
     def arm(self, receive: Receive, header_timeout: float) -> None:
         """The request body is read: start the header deadline and, soon, the watch for the client leaving."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self.receive = receive
         now = loop.time()
         self.deadline = now + header_timeout
@@ -104,9 +106,9 @@ class _Guard:
         self.timer = None
         if self.closed:
             return
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         if self.watcher is None:
-            self.watcher = asyncio.ensure_future(_wait_disconnect(self.receive))
+            self.watcher = loop.create_task(_wait_disconnect(self.receive))
             self.watcher.add_done_callback(self._left)
         if self.headers_in:
             return
