@@ -14,6 +14,7 @@ another Starlette app (marimo, Solara, Shiny).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -29,7 +30,7 @@ from . import __version__
 from .errors import send_error
 from .http import HTTPRelay
 from .namespaces import Namespace, Policy, load_namespaces
-from .target import TargetError, resolve
+from .target import Target, TargetError, resolve
 from .types import ASGIApp, Message, Receive, Scope, Send
 from .websocket import WebSocketRelay
 
@@ -66,6 +67,11 @@ def cross_site(scope: Scope, *, trust_forwarded: bool) -> bool:
     return netloc.encode("latin-1").lower() != host.split(b",")[0].strip().lower()
 
 
+# Targets remembered per endpoint, for paths plus queries up to this many bytes.
+RESOLVED = 1024
+RESOLVED_KEY = 512
+
+
 class Loopback:
     """The ASGI endpoint behind ``/<namespace>/<port>/…`` for HTTP and WebSocket."""
 
@@ -83,6 +89,12 @@ class Loopback:
         self.websocket = websocket
         self.public_root = public_root
         self.trust_forwarded = trust_forwarded
+        # The namespaces and their policies are fixed for this endpoint's life,
+        # so a path's target is worked out once (refusals are never kept).
+        self._resolve = functools.lru_cache(maxsize=RESOLVED)(self._resolve_now)
+
+    def _resolve_now(self, raw: bytes, query: bytes, public_root: str) -> Target:
+        return resolve(raw, query, self.namespaces, public_root)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         is_ws = scope["type"] == "websocket"
@@ -96,7 +108,11 @@ class Loopback:
             raw = b"/" + parts[-1] if len(parts) > depth + 1 else b"/"
         public_root = root if self.public_root is None else self.public_root
         try:
-            target = resolve(raw, scope.get("query_string", b""), self.namespaces, public_root)
+            qs = scope.get("query_string", b"")
+            if len(raw) + len(qs) <= RESOLVED_KEY:
+                target = self._resolve(raw, qs, public_root)
+            else:
+                target = self._resolve_now(raw, qs, public_root)
         except TargetError as exc:
             return await send_error(scope, send, exc.status, exc.message, websocket=is_ws)
         if (is_ws or scope["method"] not in SAFE_METHODS) and cross_site(scope, trust_forwarded=self.trust_forwarded):
