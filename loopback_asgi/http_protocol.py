@@ -13,7 +13,7 @@ order, flow control and closing are uvicorn's.
 The protocol also offers the ASGI scope extension ``"loopback.splice"``:
 ``await scope["extensions"]["loopback.splice"]["send_rest"](take)`` sends
 the rest of a ``Content-Length`` body from the upstream's socket to the
-client's with ``os.splice`` (:mod:`.jupyter_splice`), never entering the
+client's with ``os.splice`` (:mod:`.splice`), never entering the
 process. ``take()`` hands over the upstream socket (see
 ``Connection.hand_over``) and is only called once the client's socket has
 nothing of uvicorn's left to send, so bytes keep their order. The answer:
@@ -32,7 +32,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from . import jupyter_splice
+from . import splice
 
 __all__ = ["SPLICE", "HeadWithBody", "HttpProtocol"]
 
@@ -88,7 +88,7 @@ class HeadWithBody:
         transport = self.transport
         if (
             cycle is None
-            or not jupyter_splice.available()
+            or not splice.available()
             or not cycle.response_started
             or cycle.chunked_encoding
             or cycle.response_complete
@@ -111,7 +111,7 @@ class HeadWithBody:
             if rest:
                 await _send_all(self.loop, sink, rest)
                 sent = len(rest)
-            splicer = jupyter_splice.Splice(source, sink, left)
+            splicer = splice.Splice(source, sink, left)
             try:
                 outcome = await splicer.run()
             finally:
@@ -120,7 +120,7 @@ class HeadWithBody:
             return False  # the client left
         finally:
             cycle.expected_content_length -= sent
-        return outcome == jupyter_splice.DONE
+        return outcome == splice.DONE
 
 
 async def _send_all(loop: asyncio.AbstractEventLoop, sink: Any, data: bytes) -> None:

@@ -25,7 +25,7 @@ from jupyter_server.base.handlers import JupyterHandler
 from tornado import httputil
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
-from . import jupyter_splice
+from . import splice
 
 if TYPE_CHECKING:
     from tornado.web import RequestHandler
@@ -68,7 +68,7 @@ class ResponseRelay:
         self.client_gone = False
         self.bad = False  # set by the caller when run() raised BadResponse
         self._head_sent = False
-        self._splicer: jupyter_splice.Splice | None = None
+        self._splicer: splice.Splice | None = None
 
     async def run(self) -> None:
         """Relay the response.
@@ -165,7 +165,7 @@ class ResponseRelay:
         """Relay exactly ``length`` bytes; ``StreamClosedError`` if the sidecar stops first.
 
         ``splice``: the body is the whole rest of a ``Content-Length`` response,
-        so its bytes may go to the browser kernel-side (:mod:`.jupyter_splice`).
+        so its bytes may go to the browser kernel-side (:mod:`.splice`).
         """
         if length <= SMALL:
             pending = self.stream.read_bytes(length)
@@ -203,7 +203,7 @@ class ResponseRelay:
         browser = getattr(conn, "stream", None)
         sidecar = self.stream
         if (
-            not jupyter_splice.available()
+            not splice.available()
             or type(browser) is not IOStream  # TLS (SSLIOStream) or anything unknown: copy
             or browser.closed()
             or browser.writing()
@@ -215,7 +215,7 @@ class ResponseRelay:
         ):
             return False
         try:
-            splicer = jupyter_splice.Splice(sidecar.socket, browser.socket, left)
+            splicer = splice.Splice(sidecar.socket, browser.socket, left)
         except OSError:  # out of descriptors: copy instead
             return False
         if sidecar._state is not None:
@@ -230,10 +230,10 @@ class ResponseRelay:
         finally:
             self._splicer = None
             conn._expected_content_remaining -= splicer.sent  # type: ignore[union-attr]
-        if outcome == jupyter_splice.CLIENT_GONE:
+        if outcome == splice.CLIENT_GONE:
             self.client_gone = True
             browser.close()  # as a failed tornado write would have
-        elif outcome == jupyter_splice.SIDECAR_LOST:
+        elif outcome == splice.SOURCE_LOST:
             raise StreamClosedError()
         return True
 

@@ -1,4 +1,4 @@
-"""The adapter's kernel-side body relay (``jupyter_splice.py``): real sockets in process, then through Jupyter."""
+"""The adapter's kernel-side body relay (``splice.py``): real sockets in process, then through Jupyter."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from loopback_asgi import jupyter_splice
+from loopback_asgi import splice
 from loopback_asgi.jupyter_response import SPLICE_MIN
-from loopback_asgi.jupyter_splice import CLIENT_GONE, DONE, SIDECAR_LOST, Splice
+from loopback_asgi.splice import CLIENT_GONE, DONE, SOURCE_LOST, Splice
 
 from .jupyter_fixtures import JupyterServer
 from .upstream import PATTERN
 
-pytestmark = pytest.mark.skipif(not jupyter_splice.available(), reason="os.splice is Linux-only")
+pytestmark = pytest.mark.skipif(not splice.available(), reason="os.splice is Linux-only")
 
 MiB = 2**20
 
@@ -117,7 +117,7 @@ async def test_sidecar_stopping_mid_body_delivers_what_arrived_then_reports_it()
     splice = Splice(relay_in, relay_out, 10 * MiB)
     outcome = await asyncio.wait_for(splice.run(), 30)
     relay_out.close()  # the caller cuts the browser's stream
-    assert outcome == SIDECAR_LOST and splice.sent == len(part)
+    assert outcome == SOURCE_LOST and splice.sent == len(part)
     assert await _read_all(browser) == part
     for s in (relay_in, browser):
         s.close()

@@ -1,23 +1,27 @@
-"""Move a response body from the sidecar's socket to the browser's inside the kernel (Linux ``splice``).
+"""Move a response body from one socket to another inside the kernel (Linux ``splice``).
 
-:class:`Splice` relays the rest of a ``Content-Length`` body: sidecar socket
-→ pipe → browser socket, with ``os.splice`` on non-blocking descriptors, driven
+Two relays use it: the sidecar (upstream socket → client socket,
+``http_protocol.py``) and the adapter (sidecar socket → browser socket,
+``jupyter_response.py``). Below, the *source* is where the body comes from
+and the *client* where it goes.
+
+:class:`Splice` relays the rest of a ``Content-Length`` body: source socket
+→ pipe → client socket, with ``os.splice`` on non-blocking descriptors, driven
 by the event loop's readiness callbacks. The bytes never enter the process:
 no ``recv``/``send`` copies, no Python step per piece. Guarantees:
 
 - Bounded memory: at most one pipe (``PIPE_SIZE``, 1 MiB) of body in flight.
-  Backpressure both ways: nothing is read from the sidecar while the pipe is
-  full, and the pipe is drained only as fast as the browser's socket takes it.
-- Pieces reach the browser as they arrive (a streamed body is not held back).
-- The descriptors are duplicates of the streams' own, so a stream closed by
-  tornado meanwhile (the browser left) cannot hand its descriptor number to
-  another connection under the relay; :meth:`Splice.abort` stops at once.
-- ``outcome`` says how it ended: ``DONE`` (every byte delivered), ``SIDECAR_LOST``
-  (the sidecar stopped first; what had arrived was delivered) or ``CLIENT_GONE``.
+  Backpressure both ways: nothing is read from the source while the pipe is
+  full, and the pipe is drained only as fast as the client's socket takes it.
+- Pieces reach the client as they arrive (a streamed body is not held back).
+- The descriptors are duplicates of the streams' own, so a stream closed
+  meanwhile (the client left) cannot hand its descriptor number to another
+  connection under the relay; :meth:`Splice.abort` stops at once.
+- ``outcome`` says how it ended: ``DONE`` (every byte delivered), ``SOURCE_LOST``
+  (the source stopped first; what had arrived was delivered) or ``CLIENT_GONE``.
 
-Only the caller knows whether splicing applies (plain TCP or unix browser
-socket, no tornado-side buffering); :func:`available` says whether the
-platform can.
+Only the caller knows whether splicing applies (plain sockets, nothing
+buffered above them); :func:`available` says whether the platform can.
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ import fcntl
 import os
 import socket
 
-__all__ = ["CLIENT_GONE", "DONE", "PIPE_SIZE", "SIDECAR_LOST", "Splice", "available"]
+__all__ = ["CLIENT_GONE", "DONE", "PIPE_SIZE", "SOURCE_LOST", "Splice", "available"]
 
-DONE, SIDECAR_LOST, CLIENT_GONE = "done", "sidecar lost", "client gone"
+DONE, SOURCE_LOST, CLIENT_GONE = "done", "source lost", "client gone"
 PIPE_SIZE = 2**20
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # Per callback at most this many bytes, then the loop's other callbacks get a turn.
@@ -44,11 +48,11 @@ def available() -> bool:
 
 
 class Splice:
-    """Relay ``length`` bytes from ``source`` (the sidecar) to ``sink`` (the browser)."""
+    """Relay ``length`` bytes from ``source`` to ``sink`` (the client)."""
 
     def __init__(self, source: socket.socket, sink: socket.socket, length: int) -> None:
-        self.left = length  # still to read from the sidecar
-        self.sent = 0  # delivered to the browser
+        self.left = length  # still to read from the source
+        self.sent = 0  # delivered to the client
         self.outcome = ""
         self._in_pipe = 0
         self._eof = False
@@ -73,7 +77,7 @@ class Splice:
         return new
 
     async def run(self) -> str:
-        """Relay until done, the sidecar stops, or the browser leaves; return ``outcome``."""
+        """Relay until done, the source stops, or the client leaves; return ``outcome``."""
         try:
             self._pump()
             await self._done
@@ -82,7 +86,7 @@ class Splice:
         return self.outcome
 
     def abort(self) -> None:
-        """The browser left (tornado closed its stream): stop now and let go of both sockets."""
+        """The client left (its stream was closed): stop now and let go of both sockets."""
         self._finish(CLIENT_GONE)
 
     def _pump(self) -> None:
@@ -97,9 +101,9 @@ class Splice:
                 try:
                     n = splice(self._src, self._w, min(self.left, PIPE_SIZE - self._in_pipe), None, None, flags)
                 except BlockingIOError:
-                    pass  # nothing from the sidecar yet, or the pipe is full
+                    pass  # nothing from the source yet, or the pipe is full
                 except OSError:
-                    self._eof = True  # reset by the sidecar: deliver what arrived, then cut
+                    self._eof = True  # reset by the source: deliver what arrived, then cut
                 else:
                     if n == 0:
                         self._eof = True
@@ -110,8 +114,8 @@ class Splice:
                 try:
                     n = splice(self._r, self._dst, self._in_pipe, None, None, flags)
                 except BlockingIOError:
-                    pass  # the browser's socket is full
-                except OSError:  # EPIPE, ECONNRESET: the browser left
+                    pass  # the client's socket is full
+                except OSError:  # EPIPE, ECONNRESET: the client left
                     return self._finish(CLIENT_GONE)
                 else:
                     self._in_pipe -= n
@@ -119,10 +123,10 @@ class Splice:
                     budget -= n
                     moved = moved or n > 0
             if not self._in_pipe and (not self.left or self._eof):
-                return self._finish(DONE if not self.left else SIDECAR_LOST)
+                return self._finish(DONE if not self.left else SOURCE_LOST)
             if not moved:
-                # Wait for whichever side holds things up: the browser while the
-                # pipe has bytes for it (backpressure), else the sidecar.
+                # Wait for whichever side holds things up: the client while the
+                # pipe has bytes for it (backpressure), else the source.
                 return self._wait(_WRITE if self._in_pipe else _READ)
         self._wait(0)
         self._loop.call_soon(self._pump)
