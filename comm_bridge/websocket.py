@@ -28,6 +28,7 @@ import asyncio
 import logging
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -42,6 +43,7 @@ from loopback_asgi.target import TargetError
 
 from .flow import Session
 from .protocol import CHUNK, CREDIT_BYTES, FRAME_COST
+from .runtime import GRACE
 
 if TYPE_CHECKING:
     from .fetch import Streams
@@ -93,17 +95,45 @@ class Upstream:
         self.text_in = False  # type of the upstream's fragmented message
         self.ended: asyncio.Future[None] | None = None
         self.close_timer: asyncio.TimerHandle | None = None
+        # While the shell thread waits for the upstream's answer to the frames
+        # it just wrote (see ``send``), the loop leaves its messages here.
+        self.handoff_lock = threading.Lock()
+        self.handoff: list[tuple[dict[str, object], list[bytes | memoryview]]] | None = None
+        self.answered = threading.Event()
+        self.linger = True  # the last wait saw an answer (or none was tried yet)
+        self.sent_at = 0.0
 
     def send(self, frames: Sequence[PageFrame]) -> None:
-        """Send the page's frames upstream, after everything it sent before."""
+        """Send the page's frames upstream, after everything it sent before.
+
+        Then, on the shell thread, wait up to ``GRACE`` for the upstream's
+        answer and send it to the page from here, as a request's fast reply
+        is sent: the loop thread would otherwise send it while this thread
+        publishes the kernel's idle status, the two fighting for the GIL. A
+        session whose last wait saw no answer does not wait again until an
+        answer comes within ``GRACE`` of the page's frames, so one-way
+        traffic pays for one wait at most.
+        """
+        wait = self.linger
         with self.lock:
             if not self.opened:
                 copied = [(text, final, bytes(piece)) for text, final, piece in frames]
                 self.early.append(lambda: self._send(copied))
                 return
+            if wait:
+                self.answered.clear()
+                with self.handoff_lock:
+                    self.handoff = []
+            self.sent_at = time.monotonic()
             credit = self._send(frames)
         if credit:
             self.streams.send({"op": "credit", "id": self.session.id, "bytes": credit}, ())
+        if wait:
+            self.linger = self.answered.wait(GRACE)
+            with self.handoff_lock:
+                left, self.handoff = self.handoff or [], None
+                for content, pieces in left:  # under the lock: the loop's next message goes after these
+                    self.streams.send(content, pieces)
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake after the frames sent before; the upstream has ``CLOSE_TIMEOUT`` to end it."""
@@ -253,7 +283,15 @@ class Upstream:
 
     def _post(self, frames: list[list[int]], pieces: list[bytes | memoryview], cost: int) -> None:
         self.session.window.take(cost)
-        self.streams.send({"op": "ws_data", "id": self.session.id, "frames": frames}, pieces)
+        content: dict[str, object] = {"op": "ws_data", "id": self.session.id, "frames": frames}
+        with self.handoff_lock:
+            if self.handoff is not None:  # the shell thread waits for this answer: it sends it
+                self.handoff.append((content, pieces))
+                self.answered.set()
+                return
+            self.streams.send(content, pieces)
+        if not self.linger and time.monotonic() - self.sent_at < GRACE:
+            self.linger = True  # answers come back quickly again: worth waiting for
 
     def resume(self) -> None:
         """Read while the page has room, stop while it is a window behind (loop thread)."""

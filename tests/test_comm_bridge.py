@@ -275,6 +275,31 @@ async def test_websocket_echo_close_code_and_order(bridge: Bridge, kernel_upstre
     assert await ws.closed == (4321, "bye")
 
 
+async def test_websocket_one_way_traffic_and_answers_in_order(bridge: Bridge, kernel_upstream: int) -> None:
+    """Frames the upstream never answers all arrive (the kernel stops waiting for answers that do not come),
+    and an answer after them comes back; then an echo session's answers keep their order."""
+    ws = bridge.websocket(kernel_upstream, "/ws-count")
+    await ws.opened
+    for i in range(300):
+        await ws.send(f"{i}")
+        await asyncio.sleep(0)  # one comm message each, as a page sending over time
+    await ws.send("count?")
+    assert await asyncio.wait_for(ws.recv(), 30) == "300"
+    echo = bridge.websocket(kernel_upstream, "/ws")
+    await echo.opened
+    got: list[str | bytes | None] = []
+    for i in range(200):
+        await echo.send(f"a{i}")
+        await asyncio.sleep(0)
+        if i % 3 == 2:  # read behind, in threes
+            got += [await asyncio.wait_for(echo.recv(), 30) for _ in range(3)]
+    got += [await asyncio.wait_for(echo.recv(), 30) for _ in range(200 - len(got))]
+    assert got == [f"a{i}" for i in range(200)]
+    for session in (ws, echo):
+        session.close(1000, "done")
+        assert await asyncio.wait_for(session.closed, 10) == (1000, "done")
+
+
 async def test_websocket_close_from_the_page(bridge: Bridge, kernel_upstream: int) -> None:
     ws = bridge.websocket(kernel_upstream, "/ws")
     await ws.opened

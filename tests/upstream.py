@@ -143,7 +143,8 @@ async def websocket(scope: Scope, receive: Any, send: Any) -> None:
 
     A text message ``close:<code>:<reason>`` makes the server close with that
     code; the close code a client sends is kept for ``GET /last-close``.
-    ``/ws-headers`` sends the handshake headers as JSON.
+    ``/ws-headers`` sends the handshake headers as JSON. ``/ws-count`` answers
+    nothing but ``count?``, with how many messages came before it.
     """
     await receive()  # websocket.connect
     if scope["path"] == "/ws-reject":
@@ -155,8 +156,14 @@ async def websocket(scope: Scope, receive: Any, send: Any) -> None:
     await send({"type": "websocket.accept", "subprotocol": subprotocol})
     if scope["path"] == "/ws-headers":
         await send({"type": "websocket.send", "text": json.dumps(_headers(scope))})
+    count = 0
     while True:
         message = await receive()
+        if scope["path"] == "/ws-count" and message["type"] == "websocket.receive":
+            if message.get("text") == "count?":
+                await send({"type": "websocket.send", "text": str(count)})
+            count += 1
+            continue
         if message["type"] == "websocket.disconnect":
             LAST_CLOSE.clear()
             LAST_CLOSE.update(code=message.get("code"), reason=message.get("reason", ""))
