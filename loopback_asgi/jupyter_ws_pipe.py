@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from tornado.iostream import IOStream, StreamClosedError
 
-from .websocket_pipe import FrameCursor
+from .websocket_pipe import FrameCursor, PipeEnd
 from .websocket_wire import client_frame, server_frame
 
 __all__ = ["BrowserPipe"]
@@ -62,7 +62,7 @@ class BrowserPipe:
 
     async def run(self) -> None:
         """Relay until either side ends; returns with both closed (or closing)."""
-        self.sidecar.set_protocol(_SidecarEnd(self))
+        self.sidecar.set_protocol(PipeEnd(self.from_sidecar, self._sidecar_paused, self.sidecar_lost))
         self.sidecar.set_write_buffer_limits(high=READ)
         if self._rest:
             self.from_sidecar(self._rest)
@@ -127,8 +127,10 @@ class BrowserPipe:
             self._close_stream_after_writes()
         self.sidecar_drained()
 
-    def sidecar_full(self) -> None:
-        if self._drained is None:
+    def _sidecar_paused(self, paused: bool) -> None:
+        if not paused:
+            self.sidecar_drained()
+        elif self._drained is None:
             self._drained = self._loop.create_future()
 
     def sidecar_drained(self) -> None:
@@ -155,25 +157,3 @@ class BrowserPipe:
             if upstream_ok and self.up.at_boundary and not self.up.close_seen:
                 self.sidecar.write(client_frame(0x8, code))
             self.sidecar.close()
-
-
-class _SidecarEnd(asyncio.Protocol):
-    """The sidecar connection's protocol once piped."""
-
-    def __init__(self, pipe: BrowserPipe) -> None:
-        self.pipe = pipe
-
-    def data_received(self, data: bytes) -> None:
-        self.pipe.from_sidecar(data)
-
-    def eof_received(self) -> bool:
-        return False
-
-    def pause_writing(self) -> None:
-        self.pipe.sidecar_full()
-
-    def resume_writing(self) -> None:
-        self.pipe.sidecar_drained()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.pipe.sidecar_lost()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -41,7 +42,7 @@ from websockets.protocol import State
 
 from .websocket_wire import Upstream, client_frame, server_frame
 
-__all__ = ["PIPE", "FrameCursor", "Pipe", "PipeProtocol"]
+__all__ = ["PIPE", "FrameCursor", "Pipe", "PipeEnd", "PipeProtocol"]
 
 PIPE = "loopback.pipe"
 # A client handshake longer than this is never piped (uvicorn refuses it anyway).
@@ -127,7 +128,9 @@ class Pipe:
         self.server, rest = detached
         self.client = client
         self.attached = True
-        self.server.set_protocol(_UpstreamEnd(self))
+        self.server.set_protocol(
+            PipeEnd(self.from_upstream, lambda paused: self.pause(self.client, paused), self.upstream_lost)
+        )
         if rest:
             self.from_upstream(rest)
         return True
@@ -192,26 +195,28 @@ class Pipe:
             transport.resume_reading()
 
 
-class _UpstreamEnd(asyncio.Protocol):
-    """The upstream connection's protocol once piped."""
+class PipeEnd(asyncio.Protocol):
+    """The protocol of a connection a pipe took over: its events go to the pipe's callbacks."""
 
-    def __init__(self, pipe: Pipe) -> None:
-        self.pipe = pipe
+    def __init__(self, data: Callable[[bytes], None], paused: Callable[[bool], None], lost: Callable[[], None]) -> None:
+        self._data = data
+        self._paused = paused
+        self._lost = lost
 
     def data_received(self, data: bytes) -> None:
-        self.pipe.from_upstream(data)
+        self._data(data)
 
     def eof_received(self) -> bool:
         return False  # the transport closes; connection_lost follows
 
     def pause_writing(self) -> None:
-        self.pipe.pause(self.pipe.client, True)
+        self._paused(True)
 
     def resume_writing(self) -> None:
-        self.pipe.pause(self.pipe.client, False)
+        self._paused(False)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.pipe.upstream_lost()
+        self._lost()
 
 
 class PipeProtocol(WebSocketsSansIOProtocol):

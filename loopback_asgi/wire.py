@@ -26,10 +26,6 @@ LOW_WATER = 256 * 1024
 _JOIN = 64 * 1024
 
 
-def _has(headers: list[tuple[bytes, bytes]], name: bytes) -> bool:
-    return any(n.lower() == name for n, _ in headers)
-
-
 def _chunked(headers: list[tuple[bytes, bytes]]) -> bool:
     """Whether the response's last transfer coding is chunked (else its body ends with the connection)."""
     codings = [v for n, v in headers if n.lower() == b"transfer-encoding"]
@@ -324,8 +320,8 @@ class Connection(WriteFlow, asyncio.Protocol):
         elif status not in (204, 304):
             # RFC 9112 section 6.3: neither a length nor chunked last means until the end.
             chunked = _chunked(self.headers)
-            self._until_eof = not (_has(self.headers, b"content-length") or chunked)
             lengths = {v.strip() for n, v in self.headers if n.lower() == b"content-length"}
+            self._until_eof = not (lengths or chunked)
             if not chunked and len(lengths) == 1 and (length := lengths.pop()).isdigit():
                 self._length = int(length)
         self._wake()
