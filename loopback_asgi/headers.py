@@ -47,21 +47,13 @@ CREDENTIAL_COOKIE = re.compile(rb"^(?:_xsrf|username-[^=]*|jupyterhub-[^=]*|jupy
 TOKEN_AUTH = re.compile(rb"^\s*token\s", re.IGNORECASE)
 
 
-def _connection_names(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
-    names: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            names.update(v.strip().lower() for v in value.split(b","))
-    return names
-
-
-def _dropped(base: frozenset[bytes], headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    names = _connection_names(headers)
-    return base | names if names else base
+def _connection_names(value: bytes) -> set[bytes]:
+    return {v.strip().lower() for v in value.split(b",")}
 
 
 _DROP_TRUSTED = HOP_BY_HOP | OWN
 _DROP = _DROP_TRUSTED | FORWARDED
+_DROP_NO_BODY = HOP_BY_HOP | {b"content-length"}
 
 
 def _filter_cookies(value: bytes) -> bytes:
@@ -91,15 +83,22 @@ def request_headers(
     and ``X-Forwarded-For/Proto/Host/Prefix``. Incoming ``X-Forwarded-*`` are
     kept only with ``trust_forwarded`` (the sidecar sits behind Jupyter).
     """
-    headers = list(headers)
-    drop = _dropped(_DROP_TRUSTED if trust_forwarded else _DROP, headers)
+    # One pass; the names a Connection header lists (rare) are taken out afterwards.
+    drop = _DROP_TRUSTED if trust_forwarded else _DROP
     if websocket:
-        drop |= WEBSOCKET
-    out: Headers = [(b"host", target.netloc.encode("latin-1"))]
+        drop = drop | WEBSOCKET
+    out: Headers = [(b"host", target.netloc_bytes)]
     seen: dict[bytes, bytes] = {}
+    host: bytes | None = None
+    named: set[bytes] | None = None
     for raw_name, value in headers:
         name = raw_name.lower()
         if name in drop:
+            if name == b"host":
+                if host is None:
+                    host = value
+            elif name == b"connection":
+                named = _connection_names(value) | (named or set())
             continue
         if name == b"authorization":
             credential = value.split(None, 1)[-1].strip()
@@ -113,7 +112,10 @@ def request_headers(
             seen[name] = value
             continue
         out.append((name, value))
-    original_host = seen.get(b"x-forwarded-host") or next((v for n, v in headers if n.lower() == b"host"), b"")
+    if named:
+        out = [out[0], *(h for h in out[1:] if h[0] not in named)]
+        seen = {n: v for n, v in seen.items() if n not in named}
+    original_host = seen.get(b"x-forwarded-host") or host
     forwarded_for = seen.get(b"x-forwarded-for", b"")
     if client:
         forwarded_for = forwarded_for + b", " + client.encode() if forwarded_for else client.encode()
@@ -122,7 +124,7 @@ def request_headers(
     out.append((b"x-forwarded-proto", seen.get(b"x-forwarded-proto", scheme.encode())))
     if original_host:
         out.append((b"x-forwarded-host", original_host))
-    out.append((b"x-forwarded-prefix", target.prefix.encode("latin-1")))
+    out.append((b"x-forwarded-prefix", target.prefix_bytes))
     return out
 
 
@@ -154,7 +156,7 @@ PATH_ATTR = re.compile(rb"(;\s*path\s*=\s*)([^;]*)", re.IGNORECASE)
 
 def rewrite_cookie_path(value: bytes, target: Target) -> bytes:
     """Move a cookie's ``Path`` under the prefix unless it already lies inside it."""
-    prefix = target.prefix.encode("latin-1")
+    prefix = target.prefix_bytes
 
     def sub(match: re.Match[bytes]) -> bytes:
         path = match.group(2).strip()
@@ -174,19 +176,21 @@ def response_headers(headers: Iterable[tuple[bytes, bytes]], target: Target, sta
     server wait for one; ``Location`` and cookie paths are rewritten when the
     namespace asks for it (the default).
     """
-    headers = list(headers)
-    drop = _dropped(HOP_BY_HOP, headers)
-    if status in (204, 304):
-        drop |= {b"content-length"}
+    drop = _DROP_NO_BODY if status in (204, 304) else HOP_BY_HOP
     ns = target.namespace
     out: Headers = []
+    named: set[bytes] | None = None
     for raw_name, value in headers:
         name = raw_name.lower()
         if name in drop:
+            if name == b"connection":
+                named = _connection_names(value) | (named or set())
             continue
         if name == b"location" and ns.rewrite_redirects:
             value = rewrite_location(value.decode("latin-1"), target).encode("latin-1")
         elif name == b"set-cookie" and ns.rewrite_cookie_path:
             value = rewrite_cookie_path(value, target)
         out.append((name, value))
+    if named:
+        out = [h for h in out if h[0] not in named]
     return out

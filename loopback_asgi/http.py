@@ -16,9 +16,9 @@ import httpx
 
 from .errors import send_error
 from .headers import request_headers, response_headers
-from .http_protocol import SPLICE
+from .http_protocol import RESPOND, SPLICE
 from .target import Target
-from .transport import LoopbackTransport, body_complete, fixed_length, hand_over
+from .transport import LoopbackTransport, body_complete, fixed_length, hand_over, raw_headers, whole_body
 from .types import Receive, Scope, Send
 
 __all__ = ["HTTPRelay"]
@@ -72,56 +72,58 @@ def _origin(host: str, port: int) -> httpx.URL:
 class _Guard:
     """Ends one relay early, for one reason: the header deadline passed or the client left.
 
-    One timer serves both: it fires ``WATCH_AFTER`` seconds after the
-    request body was read, starts a small task watching for the client
-    leaving, and is set again for the rest of the header deadline. So the
-    common short exchange costs one timer and no task. Either event cancels
-    the relay's task, which closes the upstream connection wherever it was
-    waiting.
+    The relay's :class:`_Watch` looks at it every ``WATCH_AFTER`` seconds
+    once armed: the first look past ``WATCH_AFTER`` starts a small task
+    watching for the client leaving, a look past the deadline fires it. So
+    the common short exchange costs no timer and no task. Either event
+    cancels the relay's task, which closes the upstream connection wherever
+    it was waiting.
     """
 
-    __slots__ = ("closed", "deadline", "headers_in", "loop", "reason", "receive", "started", "task", "timer", "watcher")
+    __slots__ = (
+        "armed",
+        "closed",
+        "deadline",
+        "headers_in",
+        "reason",
+        "receive",
+        "started",
+        "task",
+        "watch",
+        "watcher",
+    )
 
-    def __init__(self) -> None:
-        # One look-up of the loop per relay: each costs a system call (getpid) on Python 3.11.
-        self.loop = asyncio.get_running_loop()
-        self.task = asyncio.current_task(self.loop)
+    def __init__(self, watch: _Watch) -> None:
+        self.watch = watch
+        self.task = asyncio.current_task(watch.loop)
         self.reason: str | None = None
         self.closed = False
         self.started = False
         self.headers_in = False
+        self.armed = 0.0
         self.deadline = 0.0
-        self.timer: asyncio.TimerHandle | None = None
         self.watcher: asyncio.Task[None] | None = None
 
     def arm(self, receive: Receive, header_timeout: float) -> None:
         """The request body is read: start the header deadline and, soon, the watch for the client leaving."""
-        loop = self.loop
         self.receive = receive
-        now = loop.time()
+        self.armed = now = self.watch.loop.time()
         self.deadline = now + header_timeout
-        self.timer = loop.call_at(now + min(header_timeout, WATCH_AFTER), self._tick)
+        self.watch.add(self)
 
-    def _tick(self) -> None:
-        self.timer = None
+    def look(self, now: float) -> bool:
+        """One look from the watch; False once nothing is left to watch for."""
         if self.closed:
-            return
-        loop = self.loop
-        if self.watcher is None:
-            self.watcher = loop.create_task(_wait_disconnect(self.receive))
+            return False
+        if self.watcher is None and now - self.armed >= WATCH_AFTER:
+            self.watcher = self.watch.loop.create_task(_wait_disconnect(self.receive))
             self.watcher.add_done_callback(self._left)
-        if self.headers_in:
-            return
-        if loop.time() >= self.deadline:
+        if not self.headers_in and now >= self.deadline:
             self._fire("timeout")
-        else:
-            self.timer = loop.call_at(self.deadline, self._tick)
+        return self.watcher is None or not self.headers_in
 
     def headers_arrived(self) -> None:
         self.headers_in = True
-        if self.timer is not None and self.watcher is not None:
-            self.timer.cancel()  # only the deadline was left to it
-            self.timer = None
 
     def _left(self, watcher: asyncio.Task[None]) -> None:
         if not watcher.cancelled() and watcher.exception() is None:
@@ -141,11 +143,41 @@ class _Guard:
     def close(self) -> None:
         """No await: runs in ``finally`` whatever happened."""
         self.closed = True
+        self.watch.guards.discard(self)
+        if self.watcher is not None:
+            self.watcher.cancel()
+
+
+class _Watch:
+    """The relay's armed guards, looked at every ``WATCH_AFTER`` seconds by one timer that runs while there are any.
+
+    A deadline therefore fires up to ``WATCH_AFTER`` late, and the watch for
+    a client leaving starts between one and two ``WATCH_AFTER`` after the
+    request body; one timer for all relays costs less than one per relay.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.guards: set[_Guard] = set()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, guard: _Guard) -> None:
+        self.guards.add(guard)
+        if self.timer is None:
+            self.timer = self.loop.call_later(WATCH_AFTER, self._tick)
+
+    def _tick(self) -> None:
+        loop = self.loop
+        now = loop.time()
+        done = [guard for guard in self.guards if not guard.look(now)]
+        self.guards.difference_update(done)
+        self.timer = loop.call_later(WATCH_AFTER, self._tick) if self.guards else None
+
+    def close(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.watcher is not None:
-            self.watcher.cancel()
+        self.guards.clear()
 
 
 class HTTPRelay:
@@ -162,8 +194,11 @@ class HTTPRelay:
         self.transport = LoopbackTransport(max_connections=max_connections, keepalive_expiry=30)
         self.secrets = frozenset(secrets)
         self.spliced = 0  # response bodies sent kernel-side (see http_protocol.py)
+        self._watch: _Watch | None = None
 
     async def aclose(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
         await self.transport.aclose()
 
     async def __call__(
@@ -182,7 +217,11 @@ class HTTPRelay:
         # The header deadline starts once the request body is sent; an upload
         # has no deadline of its own (as nginx's proxy_read_timeout). From
         # then on ``receive()`` only reports the client leaving.
-        guard = _Guard()
+        loop = asyncio.get_running_loop()
+        watch = self._watch
+        if watch is None or watch.loop is not loop:
+            watch = self._watch = _Watch(loop)  # a relay used from another loop (tests) starts afresh
+        guard = _Guard(watch)
         stream: httpx.AsyncByteStream = _NO_BODY
         has_body, chunked = _framing(scope)
         if has_body:
@@ -215,7 +254,7 @@ class HTTPRelay:
             headers=headers,
             stream=stream,
             extensions={
-                "target": target.target.encode("latin-1"),
+                "target": target.target_bytes,
                 "timeout": {"connect": ns.connect_timeout, "read": None, "write": None, "pool": ns.connect_timeout},
             },
         )
@@ -254,14 +293,21 @@ class HTTPRelay:
             guard.headers_arrived()
         try:
             guard.started = True
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": response_headers(response.headers.raw, target, response.status_code),
-                }
-            )
-            if response.status_code >= 200 and (splice := (scope.get("extensions") or {}).get(SPLICE)) is not None:
+            status = response.status_code
+            headers = response_headers(raw_headers(response), target, status)
+            extensions = scope.get("extensions") or {}
+            body = whole_body(response)
+            if body is not None:
+                # The whole body came with the headers (the common small
+                # response): one write where the server offers it, else the
+                # two messages.
+                respond = extensions.get(RESPOND)
+                if respond is None or not respond["respond"](send, status, headers, body):
+                    await send({"type": "http.response.start", "status": status, "headers": headers})
+                    await send({"type": "http.response.body", "body": body, "more_body": False})
+                return
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            if status >= 200 and (splice := extensions.get(SPLICE)) is not None:
                 if fixed_length(response) >= SPLICE_MIN:
                     # A big fixed-length body goes kernel-side when the server can (http_protocol.py).
                     delivered = await splice["send_rest"](functools.partial(hand_over, response))
@@ -275,8 +321,9 @@ class HTTPRelay:
             final = False
             # The transport's own byte stream, as ``aiter_raw()`` would give
             # it (Content-Encoding intact), without its extra generator layer.
-            assert isinstance(response.stream, httpx.AsyncByteStream)
-            async for chunk in response.stream:
+            stream = response.stream
+            assert isinstance(stream, httpx.AsyncByteStream)
+            async for chunk in stream:
                 # A piece known to be the last is sent as final: one message,
                 # not two, for the common small response.
                 final = body_complete(response)
@@ -288,7 +335,9 @@ class HTTPRelay:
             # message makes the server close the connection.
             log.info("jupyter-loopback: upstream %s dropped mid-body: %r", where, exc)
         finally:
-            await response.aclose()
+            # The stream's own close (what ``response.aclose()`` calls, minus
+            # its bookkeeping): the connection goes back to the pool or is dropped.
+            await response.stream.aclose()  # type: ignore[union-attr]
 
 
 class ClientGone(Exception):

@@ -20,6 +20,15 @@ nothing of uvicorn's left to send, so bytes keep their order. The answer:
 None (nothing was done; relay the body as usual), True (all of it was
 delivered) or False (the upstream or the client stopped; the response is
 cut).
+
+And ``"loopback.respond"``: ``respond(send, status, headers, body)`` sends a
+whole response whose body is already in memory in one write, without the
+two ASGI messages, and completes the cycle as uvicorn would. It applies only
+to the ``send`` this cycle gave the app (a middleware that wraps ``send``
+sees every message), before anything was sent, for a response with a body to
+a request that is not ``HEAD``, with no framing headers of its own and a
+``Content-Length``, if any, that matches. It answers False, having done
+nothing, otherwise; the caller then sends the usual messages.
 """
 
 from __future__ import annotations
@@ -30,13 +39,24 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from . import splice
 
-__all__ = ["SPLICE", "HeadWithBody", "HttpProtocol"]
+__all__ = ["RESPOND", "SPLICE", "HeadWithBody", "HttpProtocol"]
 
 SPLICE = "loopback.splice"
+RESPOND = "loopback.respond"
+# Headers whose meaning uvicorn's own send works out; a response carrying one takes that path.
+FRAMING = frozenset({b"connection", b"transfer-encoding"})
+# Up to this size the head and body are joined into one buffer; past it they go as a vector.
+JOIN_MAX = 64 * 1024
 Take = Callable[[], "tuple[Any, bytes, int] | None"]
 
 
@@ -81,6 +101,68 @@ class HeadWithBody:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.transport, name)
+
+    def respond(self, send: object, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """The ``loopback.respond`` extension: a whole response in one write (see the module)."""
+        cycle = self.cycle
+        line = STATUS_LINE.get(status)
+        if (
+            cycle is None
+            or line is None
+            or send != cycle.send
+            or self.used
+            or cycle.response_started
+            or cycle.disconnected
+            or cycle.access_log
+            or cycle.flow.write_paused
+            or status < 200
+            or status in (204, 304)
+            or cycle.scope["method"] == "HEAD"
+        ):
+            return False
+        size = b"%d" % len(body)
+        parts = [line]
+        length = None
+        for name, value in headers:
+            if name in FRAMING:
+                return False
+            if name == b"content-length":
+                if length is not None or value.strip() != size:
+                    return False
+                length = value
+            parts += (name, b": ", value, b"\r\n")
+        for name, value in cycle.default_headers:
+            parts += (name, b": ", value, b"\r\n")
+        if length is None:
+            parts += (b"content-length: ", size, b"\r\n")
+        if not cycle.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        head = b"".join(parts)
+        # What uvicorn checks header by header, checked once over all of them:
+        # no line break outside the line ends, no bad byte in a name or value.
+        lines = len(headers) + len(cycle.default_headers) + (length is None) + (not cycle.keep_alive) + 2
+        if (
+            head.count(b"\n") != lines
+            or head.count(b"\r") != lines
+            or HEADER_RE.search(b"".join([n for n, _ in headers]))
+            or HEADER_VALUE_RE.search(b"\t".join([v for _, v in headers]))
+        ):
+            return False
+        self.used = True
+        if len(body) <= JOIN_MAX:
+            self.transport.write(head + body)
+        else:
+            self.transport.writelines((head, body))
+        cycle.response_started = cycle.response_complete = True
+        cycle.waiting_for_100_continue = False
+        cycle.chunked_encoding = False
+        cycle.expected_content_length = 0
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self.transport.close()
+        cycle.on_response()
+        return True
 
     async def send_rest(self, take: Take) -> bool | None:
         """The ``loopback.splice`` extension: the rest of the response body, kernel-side (see the module)."""
@@ -133,7 +215,44 @@ async def _send_all(loop: asyncio.AbstractEventLoop, sink: Any, data: bytes) -> 
 
 
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, each response cycle writing through a :class:`HeadWithBody`."""
+    """uvicorn's httptools protocol, each response cycle writing through a :class:`HeadWithBody`.
+
+    Keep-alive works as uvicorn's does (an idle connection closes
+    ``timeout_keep_alive`` seconds after its last response), with one timer
+    per idle spell instead of one armed and cancelled per response: when it
+    fires on a connection that was busy since, it is set again for the rest.
+    """
+
+    _idle_since: float | None = None
+
+    def _unset_keepalive_if_required(self) -> None:
+        # Bytes arrived or the connection ended: not idle. The timer stays; it looks when it fires.
+        self._idle_since = None
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._idle_since = None
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        idle = self._idle_since
+        if idle is None or self.transport.is_closing():
+            return  # busy (the next response sets the timer again) or gone
+        left = idle + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
 
     def on_headers_complete(self) -> None:
         before = self.cycle
@@ -142,4 +261,6 @@ class HttpProtocol(HttpToolsProtocol):
         if cycle is not before:  # a new request (an upgrade makes none)
             held = cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
             held.cycle = cycle
-            cycle.scope.setdefault("extensions", {})[SPLICE] = {"send_rest": held.send_rest}
+            extensions = cycle.scope.setdefault("extensions", {})
+            extensions[SPLICE] = {"send_rest": held.send_rest}
+            extensions[RESPOND] = {"respond": held.respond}

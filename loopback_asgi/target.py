@@ -12,7 +12,7 @@ the request: it is the namespace's loopback address, so no ``@``, ``:``,
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote_to_bytes
 
 from .namespaces import NAME_PATTERN, Namespace
@@ -47,6 +47,15 @@ class Target:
     """Raw query string sent upstream, credentials removed."""
     bare: bool = False
     """True when the request stopped at ``…/<port>`` with no trailing slash."""
+    # Worked out once per target (targets are cached per path): what each request sends as bytes.
+    target_bytes: bytes = field(init=False, repr=False, compare=False)
+    netloc_bytes: bytes = field(init=False, repr=False, compare=False)
+    prefix_bytes: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target_bytes", self.target.encode("latin-1"))
+        object.__setattr__(self, "netloc_bytes", self.netloc.encode("latin-1"))
+        object.__setattr__(self, "prefix_bytes", self.prefix.encode("latin-1"))
 
     @property
     def host(self) -> str:

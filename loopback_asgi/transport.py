@@ -30,7 +30,7 @@ import httpx
 
 from .wire import Connection
 
-__all__ = ["LoopbackTransport", "body_complete", "fixed_length", "hand_over"]
+__all__ = ["LoopbackTransport", "body_complete", "fixed_length", "hand_over", "raw_headers", "whole_body"]
 
 
 class LoopbackTransport(httpx.AsyncBaseTransport):
@@ -179,6 +179,21 @@ def body_complete(response: httpx.Response) -> bool:
     """
     stream = response.stream
     return isinstance(stream, _Body) and stream._conn.drained
+
+
+def whole_body(response: httpx.Response) -> bytes | None:
+    """For a :class:`LoopbackTransport` response whose body has all arrived, unread: all of it; else None.
+
+    The body then counts as read to its end; the stream yields nothing more.
+    """
+    stream = response.stream
+    return stream._conn.take_body() if type(stream) is _Body else None
+
+
+def raw_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
+    """The response's headers as received, names in their own case (``response.headers.raw`` without the copy)."""
+    stream = response.stream
+    return stream._conn.headers if type(stream) is _Body else response.headers.raw
 
 
 def hand_over(response: httpx.Response) -> tuple[object, bytes, int] | None:

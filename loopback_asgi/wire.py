@@ -116,6 +116,16 @@ class Connection(WriteFlow, asyncio.Protocol):
         """The response body's Content-Length, if it has one and is not chunked."""
         return self._length
 
+    def take_body(self) -> bytes | None:
+        """The whole body at once, if it is complete and none of it was handed out; else None (nothing changed)."""
+        if not self._complete or self._error is not None or self._body_read != self._buffered:
+            return None
+        chunks = self._chunks
+        body = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        return body
+
     def hand_over(self) -> tuple[object, bytes, int] | None:
         """Stop reading a fixed-length body here, for a kernel-side copy (``http_protocol``).
 
