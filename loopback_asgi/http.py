@@ -18,7 +18,15 @@ from .errors import send_error
 from .headers import request_headers, response_headers
 from .http_protocol import RESPOND, SPLICE
 from .target import Target
-from .transport import LoopbackTransport, body_complete, fixed_length, hand_over, raw_headers, whole_body
+from .transport import (
+    LoopbackTransport,
+    body_complete,
+    byte_headers,
+    fixed_length,
+    hand_over,
+    raw_headers,
+    whole_body,
+)
 from .types import Receive, Scope, Send
 
 __all__ = ["HTTPRelay"]
@@ -180,6 +188,16 @@ class _Watch:
         self.guards.clear()
 
 
+def _where(target: Target) -> str:
+    return f"namespace {target.namespace.name!r} port {target.port}"
+
+
+@functools.lru_cache(maxsize=64)
+def _timeouts(connect: float) -> dict[str, float | None]:
+    # Shared by the requests of namespaces with this connect timeout; the transport only reads it.
+    return {"connect": connect, "read": None, "write": None, "pool": connect}
+
+
 class HTTPRelay:
     """Relays HTTP requests over one pooled keep-alive :class:`LoopbackTransport`.
 
@@ -251,16 +269,15 @@ class HTTPRelay:
         request = httpx.Request(
             scope["method"],
             _origin(ns.host, target.port),
-            headers=headers,
+            headers=byte_headers(headers),
             stream=stream,
             extensions={
                 "target": target.target_bytes,
-                "timeout": {"connect": ns.connect_timeout, "read": None, "write": None, "pool": ns.connect_timeout},
+                "timeout": _timeouts(ns.connect_timeout),
             },
         )
-        where = f"namespace {ns.name!r} port {target.port}"
         try:
-            await self._exchange(scope, send, request, target, guard, where)
+            await self._exchange(scope, send, request, target, guard)
         except asyncio.CancelledError:
             # A client that left needs no answer; a missed deadline gets 504
             # unless the response had started (then its stream is cut).
@@ -268,27 +285,25 @@ class HTTPRelay:
             if reason is None:
                 raise
             if reason == "timeout" and not guard.started:
-                await send_error(scope, send, 504, f"The server on {where} sent no response in time.")
+                await send_error(scope, send, 504, f"The server on {_where(target)} sent no response in time.")
         finally:
             guard.close()
 
-    async def _exchange(
-        self, scope: Scope, send: Send, request: httpx.Request, target: Target, guard: _Guard, where: str
-    ) -> None:
+    async def _exchange(self, scope: Scope, send: Send, request: httpx.Request, target: Target, guard: _Guard) -> None:
         """Send ``request`` upstream and relay its answer; never raises for upstream or client failures."""
         try:
             response = await self.transport.handle_async_request(request)
         except ClientGone:
             return
         except httpx.ConnectTimeout:
-            return await send_error(scope, send, 504, f"Connecting to {where} timed out.")
+            return await send_error(scope, send, 504, f"Connecting to {_where(target)} timed out.")
         except httpx.PoolTimeout:
-            return await send_error(scope, send, 503, f"Too many connections to {where}; try again.")
+            return await send_error(scope, send, 503, f"Too many connections to {_where(target)}; try again.")
         except httpx.ConnectError:
-            return await send_error(scope, send, 502, f"Nothing is listening on {where}.")
+            return await send_error(scope, send, 502, f"Nothing is listening on {_where(target)}.")
         except httpx.HTTPError as exc:
-            log.info("jupyter-loopback: upstream %s failed before its headers: %r", where, exc)
-            return await send_error(scope, send, 502, f"The server on {where} closed the connection.")
+            log.info("jupyter-loopback: upstream %s failed before its headers: %r", _where(target), exc)
+            return await send_error(scope, send, 502, f"The server on {_where(target)} closed the connection.")
         finally:
             guard.headers_arrived()
         try:
@@ -316,7 +331,7 @@ class HTTPRelay:
                         if delivered:
                             await send({"type": "http.response.body", "body": b"", "more_body": False})
                         else:
-                            log.info("jupyter-loopback: upstream %s or its client stopped mid-body", where)
+                            log.info("jupyter-loopback: upstream %s or its client stopped mid-body", _where(target))
                         return
             final = False
             # The transport's own byte stream, as ``aiter_raw()`` would give
@@ -333,7 +348,7 @@ class HTTPRelay:
         except httpx.HTTPError as exc:
             # Cut the client's stream: returning without the final body
             # message makes the server close the connection.
-            log.info("jupyter-loopback: upstream %s dropped mid-body: %r", where, exc)
+            log.info("jupyter-loopback: upstream %s dropped mid-body: %r", _where(target), exc)
         finally:
             # The stream's own close (what ``response.aclose()`` calls, minus
             # its bookkeeping): the connection goes back to the pool or is dropped.

@@ -27,8 +27,9 @@ two ASGI messages, and completes the cycle as uvicorn would. It applies only
 to the ``send`` this cycle gave the app (a middleware that wraps ``send``
 sees every message), before anything was sent, for a response with a body to
 a request that is not ``HEAD``, with no framing headers of its own and a
-``Content-Length``, if any, that matches. It answers False, having done
-nothing, otherwise; the caller then sends the usual messages.
+``Content-Length``, if any, that matches, with uvicorn's access log off.
+It answers False, having done nothing, otherwise; the caller then sends the
+usual messages.
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ class HeadWithBody:
             return False
         size = b"%d" % len(body)
         parts = [line]
+        for name, value in cycle.default_headers:
+            parts += (name, b": ", value, b"\r\n")
         length = None
         for name, value in headers:
             if name in FRAMING:
@@ -130,8 +133,6 @@ class HeadWithBody:
                 if length is not None or value.strip() != size:
                     return False
                 length = value
-            parts += (name, b": ", value, b"\r\n")
-        for name, value in cycle.default_headers:
             parts += (name, b": ", value, b"\r\n")
         if length is None:
             parts += (b"content-length: ", size, b"\r\n")

@@ -24,13 +24,44 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 
 from .wire import Connection
 
-__all__ = ["LoopbackTransport", "body_complete", "fixed_length", "hand_over", "raw_headers", "whole_body"]
+__all__ = [
+    "LoopbackTransport",
+    "body_complete",
+    "byte_headers",
+    "fixed_length",
+    "hand_over",
+    "raw_headers",
+    "whole_body",
+]
+
+
+def _byte_headers_fast(raw: list[tuple[bytes, bytes]]) -> httpx.Headers:
+    headers = httpx.Headers.__new__(httpx.Headers)
+    headers._list = [(name, name.lower(), value) for name, value in raw]
+    headers._encoding = None
+    return headers
+
+
+def _fast_is_faithful() -> bool:
+    sample = [(b"Content-Type", b"text/plain"), (b"set-cookie", b"a=1"), (b"Set-Cookie", b"b=2")]
+    try:
+        fast, usual = _byte_headers_fast(sample), httpx.Headers(sample)
+        return vars(fast) == vars(usual) and fast.multi_items() == usual.multi_items() and fast == usual
+    except Exception:
+        return False
+
+
+# ``httpx.Headers(raw)`` for pairs already known to be bytes, without checking each one's type again: the same
+# object, built as this httpx version builds it (checked once, at import), else the usual constructor.
+byte_headers: Callable[[list[tuple[bytes, bytes]]], httpx.Headers] = (
+    _byte_headers_fast if _fast_is_faithful() else httpx.Headers
+)
 
 
 class LoopbackTransport(httpx.AsyncBaseTransport):
@@ -91,7 +122,7 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
             break
         return httpx.Response(
             conn.status,
-            headers=conn.headers,
+            headers=byte_headers(conn.headers),
             stream=_Body(self, conn, key),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": conn.reason},
         )

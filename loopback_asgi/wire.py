@@ -26,6 +26,10 @@ LOW_WATER = 256 * 1024
 _JOIN = 64 * 1024
 
 
+# The lengths of the names "content-length" and "transfer-encoding": only headers this long can frame a body.
+_FRAMING_LENGTHS = frozenset({14, 17})
+
+
 def _chunked(headers: list[tuple[bytes, bytes]]) -> bool:
     """Whether the response's last transfer coding is chunked (else its body ends with the connection)."""
     codings = [v for n, v in headers if n.lower() == b"transfer-encoding"]
@@ -81,6 +85,7 @@ class Connection(WriteFlow, asyncio.Protocol):
         self.status = 0
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self._framing: list[tuple[bytes, bytes]] = []  # the headers among them that may frame the body
         self.received_any = False
         self._head_only = head_only
         self._informational = False
@@ -168,7 +173,7 @@ class Connection(WriteFlow, asyncio.Protocol):
         parts = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), target)]
         chunked = False
         for name, value in raw:
-            if name.lower() == b"transfer-encoding":
+            if len(name) == 17 and name.lower() == b"transfer-encoding":
                 chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"  # the last coding frames
             parts += (name, b": ", value, b"\r\n")
         parts.append(b"\r\n")
@@ -308,12 +313,15 @@ class Connection(WriteFlow, asyncio.Protocol):
             raise httpx.RemoteProtocolError("The upstream sent more than one response.")
         self.reason = b""
         self.headers = []
+        self._framing = []
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        if len(name) in _FRAMING_LENGTHS:
+            self._framing.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -329,8 +337,9 @@ class Connection(WriteFlow, asyncio.Protocol):
             self._complete = True
         elif status not in (204, 304):
             # RFC 9112 section 6.3: neither a length nor chunked last means until the end.
-            chunked = _chunked(self.headers)
-            lengths = {v.strip() for n, v in self.headers if n.lower() == b"content-length"}
+            framing = self._framing
+            chunked = _chunked(framing)
+            lengths = {v.strip() for n, v in framing if n.lower() == b"content-length"}
             self._until_eof = not (lengths or chunked)
             if not chunked and len(lengths) == 1 and (length := lengths.pop()).isdigit():
                 self._length = int(length)

@@ -1,0 +1,169 @@
+"""loopback_asgi/http_protocol.py under a real uvicorn server: ``loopback.respond`` (a whole response in one write,
+or a refusal that changes nothing) and keep-alive with one timer per idle spell."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from loopback_asgi.http_protocol import RESPOND, HttpProtocol
+
+# What the app is asked to answer, by path; ``respond`` is tried first and its answer recorded.
+CASES: dict[str, tuple[int, list[tuple[bytes, bytes]], bytes]] = {
+    "/plain": (200, [(b"content-type", b"text/plain")], b"hello"),
+    "/with-length": (201, [(b"content-length", b"3"), (b"x-a", b"1"), (b"x-a", b"2")], b"abc"),
+    "/wrong-length": (200, [(b"content-length", b"9")], b"abc"),
+    "/chunked": (200, [(b"transfer-encoding", b"chunked")], b"abc"),
+    "/no-content": (204, [], b""),
+    "/line-break": (200, [(b"x-bad", b"a\r\nx-injected: 1")], b"abc"),
+    "/bad-name": (200, [(b"x bad", b"1")], b"abc"),
+}
+
+
+class App:
+    def __init__(self) -> None:
+        self.answers: list[tuple[str, str, bool]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        status, headers, body = CASES.get(path.removeprefix("/wrapped"), CASES["/plain"])
+        if path.startswith("/wrapped"):
+            inner = send
+
+            async def send(message: dict[str, Any]) -> None:  # a middleware's wrapper
+                await inner(message)
+
+        respond = scope["extensions"][RESPOND]["respond"]
+        done = respond(send, status, headers, body)
+        self.answers.append((scope["method"], path, done))
+        if not done:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+
+@contextlib.asynccontextmanager
+async def serving(app: App, *, keep_alive: float = 5) -> AsyncIterator[int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app,
+        http=HttpProtocol,
+        lifespan="off",
+        log_level="critical",
+        access_log=False,  # as the sidecar runs it
+        server_header=False,
+        date_header=False,
+        timeout_keep_alive=keep_alive,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.01)
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        sock.close()
+
+
+async def exchange(port: int, requests: bytes, *, responses: int = 1, timeout: float = 5) -> bytes:
+    """Send ``requests`` on one connection and read until ``responses`` complete responses came back or EOF."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(requests)
+    got = b""
+    try:
+        async with asyncio.timeout(timeout):
+            while got.count(b"HTTP/1.1 ") < responses or not _complete(got, responses):
+                more = await reader.read(65536)
+                if not more:
+                    break
+                got += more
+    finally:
+        writer.close()
+    return got
+
+
+def _complete(data: bytes, responses: int) -> bool:
+    rest = data
+    for _ in range(responses):
+        head, sep, rest = rest.partition(b"\r\n\r\n")
+        if not sep:
+            return False
+        lines = head.split(b"\r\n")
+        lengths = [line.split(b":", 1)[1] for line in lines if line.lower().startswith(b"content-length:")]
+        size = int(lengths[0]) if lengths else 0
+        if len(rest) < size:
+            return False
+        rest = rest[size:]
+    return True
+
+
+def get(path: str, method: str = "GET") -> bytes:
+    return f"{method} {path} HTTP/1.1\r\nhost: x\r\n\r\n".encode()
+
+
+async def test_a_whole_response_leaves_in_one_piece_and_the_connection_carries_on() -> None:
+    app = App()
+    async with serving(app) as port:
+        got = await exchange(port, get("/plain") + get("/with-length"), responses=2)
+    assert got == (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nhello"
+        b"HTTP/1.1 201 Created\r\ncontent-length: 3\r\nx-a: 1\r\nx-a: 2\r\n\r\nabc"
+    )
+    assert app.answers == [("GET", "/plain", True), ("GET", "/with-length", True)]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "expected_status"),
+    [
+        (get("/wrapped/plain"), b"200"),  # a wrapped send must see every message
+        (get("/plain", "HEAD"), b"200"),  # no body on the wire
+        (get("/no-content"), b"204"),
+        (get("/chunked"), b"200"),
+        (get("/wrong-length"), b"200 OK\r\ncontent-length: 9\r\n\r\nabc"),  # uvicorn's send cuts it short
+        # uvicorn's own send refuses these, after the response started: the connection closes with nothing sent.
+        (get("/line-break"), None),
+        (get("/bad-name"), None),
+    ],
+)
+async def test_respond_refuses_what_it_cannot_send_as_is(request_bytes: bytes, expected_status: bytes | None) -> None:
+    app = App()
+    async with serving(app) as port:
+        got = await exchange(port, request_bytes)
+    if expected_status is None:
+        assert got == b""
+    else:
+        assert got.startswith(b"HTTP/1.1 " + expected_status), got[:200]
+    assert [done for _, _, done in app.answers] == [False]
+
+
+async def test_keep_alive_closes_an_idle_connection_and_spares_a_busy_one() -> None:
+    app = App()
+    async with serving(app, keep_alive=0.3) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            # Busy for about three keep-alive periods, never idle for one: the same connection serves all.
+            for _ in range(9):
+                writer.write(get("/plain"))
+                async with asyncio.timeout(5):
+                    assert (await reader.readuntil(b"hello")).startswith(b"HTTP/1.1 200")
+                await asyncio.sleep(0.1)
+            idle_from = time.monotonic()
+            async with asyncio.timeout(5):
+                assert await reader.read(100) == b""  # closed by the server
+            idle = time.monotonic() - idle_from
+        finally:
+            writer.close()
+    assert len(app.answers) == 9
+    assert 0.15 <= idle < 2, idle
