@@ -26,8 +26,8 @@ whole response whose body is already in memory in one write, without the
 two ASGI messages, and completes the cycle as uvicorn would. It applies only
 to the ``send`` this cycle gave the app (a middleware that wraps ``send``
 sees every message), before anything was sent, for a response with a body to
-a request that is not ``HEAD``, with no framing headers of its own and a
-``Content-Length``, if any, that matches, with uvicorn's access log off.
+a request that is not ``HEAD``, with a ``Content-Length`` that matches the
+body and no other framing header, with uvicorn's access log off.
 It answers False, having done nothing, otherwise; the caller then sends the
 usual messages.
 """
@@ -135,14 +135,14 @@ class HeadWithBody:
                 length = value
             parts += (name, b": ", value, b"\r\n")
         if length is None:
-            parts += (b"content-length: ", size, b"\r\n")
+            return False  # the upstream framed it otherwise (chunked, or to its end): uvicorn frames it as chunked
         if not cycle.keep_alive:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
         head = b"".join(parts)
         # What uvicorn checks header by header, checked once over all of them:
         # no line break outside the line ends, no bad byte in a name or value.
-        lines = len(headers) + len(cycle.default_headers) + (length is None) + (not cycle.keep_alive) + 2
+        lines = len(headers) + len(cycle.default_headers) + (not cycle.keep_alive) + 2
         if (
             head.count(b"\n") != lines
             or head.count(b"\r") != lines
