@@ -235,10 +235,11 @@ class HTTPRelay:
         # The header deadline starts once the request body is sent; an upload
         # has no deadline of its own (as nginx's proxy_read_timeout). From
         # then on ``receive()`` only reports the client leaving.
-        loop = asyncio.get_running_loop()
         watch = self._watch
-        if watch is None or watch.loop is not loop:
-            watch = self._watch = _Watch(loop)  # a relay used from another loop (tests) starts afresh
+        if watch is None or not watch.loop.is_running():
+            # Looked up only when the relay meets a new loop (tests run several in turn): each
+            # look-up costs a system call (getpid) on Python 3.11.
+            watch = self._watch = _Watch(asyncio.get_running_loop())
         guard = _Guard(watch)
         stream: httpx.AsyncByteStream = _NO_BODY
         has_body, chunked = _framing(scope)
