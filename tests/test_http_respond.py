@@ -19,6 +19,8 @@ from loopback_asgi.http_protocol import RESPOND, HttpProtocol
 CASES: dict[str, tuple[int, list[tuple[bytes, bytes]], bytes]] = {
     "/plain": (200, [(b"content-type", b"text/plain"), (b"content-length", b"5")], b"hello"),
     "/no-length": (200, [(b"content-type", b"text/plain")], b"hello"),
+    "/capitals": (200, [(b"Content-Length", b"2"), (b"X-Up", b"1")], b"ok"),
+    "/connection": (200, [(b"content-length", b"3"), (b"Connection", b"close")], b"abc"),
     "/with-length": (201, [(b"content-length", b"3"), (b"x-a", b"1"), (b"x-a", b"2")], b"abc"),
     "/wrong-length": (200, [(b"content-length", b"9")], b"abc"),
     "/chunked": (200, [(b"transfer-encoding", b"chunked")], b"abc"),
@@ -117,12 +119,13 @@ def get(path: str, method: str = "GET") -> bytes:
 async def test_a_whole_response_leaves_in_one_piece_and_the_connection_carries_on() -> None:
     app = App()
     async with serving(app) as port:
-        got = await exchange(port, get("/plain") + get("/with-length"), responses=2)
+        got = await exchange(port, get("/plain") + get("/with-length") + get("/capitals"), responses=3)
     assert got == (
         b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nhello"
         b"HTTP/1.1 201 Created\r\ncontent-length: 3\r\nx-a: 1\r\nx-a: 2\r\n\r\nabc"
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-up: 1\r\n\r\nok"  # names lowered, as uvicorn sends them
     )
-    assert app.answers == [("GET", "/plain", True), ("GET", "/with-length", True)]
+    assert app.answers == [("GET", "/plain", True), ("GET", "/with-length", True), ("GET", "/capitals", True)]
 
 
 def get_once(path: str, method: str = "GET") -> bytes:
@@ -145,6 +148,7 @@ CLOSE = b"connection: close\r\n"
             get_once("/no-length"),
             OK + b"content-type: text/plain\r\n" + CLOSE + b"transfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         ),
+        (get("/connection"), OK + b"content-length: 3\r\nconnection: close\r\n\r\nabc"),  # uvicorn closes after it
         (get_once("/wrong-length"), OK + b"content-length: 9\r\n" + CLOSE + b"\r\nabc"),  # uvicorn cuts it short
         # uvicorn's own send refuses these after the response started: the connection closes with nothing sent.
         (get_once("/line-break"), b""),
