@@ -202,14 +202,20 @@ class _Body(httpx.AsyncByteStream):
             self._pool._checkin(self._key, self._conn)
 
 
+def _connection(response: httpx.Response) -> Connection | None:
+    """The connection a :class:`LoopbackTransport` response reads from; None for any other response."""
+    stream = response.stream
+    return stream._conn if type(stream) is _Body else None
+
+
 def body_complete(response: httpx.Response) -> bool:
     """Whether ``response``'s body has been read to its end with nothing more to come.
 
     True only for responses of a :class:`LoopbackTransport`; a relay uses it
     to mark the piece it just read as the last one, saving a message.
     """
-    stream = response.stream
-    return isinstance(stream, _Body) and stream._conn.drained
+    conn = _connection(response)
+    return conn is not None and conn.drained
 
 
 def whole_body(response: httpx.Response) -> bytes | None:
@@ -217,24 +223,24 @@ def whole_body(response: httpx.Response) -> bytes | None:
 
     The body then counts as read to its end; the stream yields nothing more.
     """
-    stream = response.stream
-    return stream._conn.take_body() if type(stream) is _Body else None
+    conn = _connection(response)
+    return None if conn is None else conn.take_body()
 
 
 def raw_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
     """The response's headers as received, names in their own case (``response.headers.raw`` without the copy)."""
-    stream = response.stream
-    return stream._conn.headers if type(stream) is _Body else response.headers.raw
+    conn = _connection(response)
+    return response.headers.raw if conn is None else conn.headers
 
 
 def hand_over(response: httpx.Response) -> tuple[object, bytes, int] | None:
     """For a :class:`LoopbackTransport` response: :meth:`Connection.hand_over` of its connection, else None."""
-    stream = response.stream
-    return stream._conn.hand_over() if isinstance(stream, _Body) else None
+    conn = _connection(response)
+    return None if conn is None else conn.hand_over()
 
 
 def fixed_length(response: httpx.Response) -> int:
     """The body's Content-Length for a :class:`LoopbackTransport` response that has one (not chunked), else -1."""
-    stream = response.stream
-    length = stream._conn.body_length if isinstance(stream, _Body) else None
+    conn = _connection(response)
+    length = None if conn is None else conn.body_length
     return -1 if length is None else length
