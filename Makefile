@@ -21,9 +21,9 @@ setup: $(VENV)/.installed
 
 # Debian's Chromium drives the browser tests (Playwright's own browser
 # download is not used); Node.js runs tsc, node --test and the Hub's proxy.
+# Only what is missing is installed (.ci/system-deps says why).
 system-deps:
-	@command -v chromium >/dev/null && command -v npm >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq chromium nodejs npm >/dev/null; }
+	@bash .ci/system-deps
 
 demo: setup
 	$(VENV)/bin/jupyter lab --allow-root --ServerApp.open_browser=True examples/demo.ipynb
