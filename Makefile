@@ -3,6 +3,7 @@
 VENV   ?= .venv
 PYTHON ?= python3
 PY      = $(VENV)/bin/python
+COMPAT ?= .venv-compat
 PYTEST_ARGS ?=
 
 .PHONY: setup system-deps demo test lint bench clean
@@ -11,6 +12,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+# A second, clean venv: localtileserver 1.0.0 unchanged from PyPI beside this
+# checkout (tests/compat_fixtures.py). This project's pre-release version
+# satisfies localtileserver's `jupyter-loopback>=0.3.3` only because it is
+# named on the same command line; the last line fails the step if pip swapped
+# in 0.3.3 from the index instead.
+$(COMPAT)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(COMPAT)
+	$(COMPAT)/bin/python -m pip install -q --upgrade pip
+	$(COMPAT)/bin/python -m pip install -q -e ".[comm]" localtileserver==1.0.0 ipyleaflet jupyterlab ipykernel
+	$(COMPAT)/bin/python -I -c "import sys, loopback_asgi; sys.exit(not loopback_asgi.__file__.startswith('$(CURDIR)/'))"
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -34,7 +47,7 @@ lint: setup node_modules/.installed
 	$(VENV)/bin/mypy
 	npm run --silent typecheck
 
-test: system-deps setup node_modules/.installed lint
+test: system-deps setup $(COMPAT)/.installed node_modules/.installed lint
 	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 # wrk (req/s) and curl (downloads) keep the client from being the bottleneck;
@@ -45,4 +58,4 @@ bench: setup
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) node_modules .coverage* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT) node_modules .coverage* .pytest_cache .mypy_cache .ruff_cache

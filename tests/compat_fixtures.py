@@ -1,0 +1,84 @@
+"""Fixtures for the compatibility tests: a second venv with third-party libraries from PyPI, unchanged.
+
+``make .venv-compat/.installed`` (a step of ``make test``) builds
+``.venv-compat``: this checkout installed editable, with localtileserver
+1.0.0, ipyleaflet, JupyterLab and ipykernel from the index. Servers started
+here run that venv's interpreter, so its kernels, server extensions and
+``jupyter_server_config.d`` files are the ones a user of those libraries gets.
+
+- :func:`start_compat_server`: ``jupyter server`` (or ``jupyter lab``, with
+  ``app="jupyterlab"``) from ``.venv-compat``, as :class:`JupyterServer`.
+- fixtures ``compat_python`` (the venv's interpreter, checked to import this
+  checkout), ``compat_root`` (base URL ``/``) and ``compat_base`` (``/base/``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from .conftest import ROOT, start
+from .jupyter_fixtures import JUPYTER_TOKEN, JupyterServer, stop_jupyter
+from .security_fixtures import accepting
+
+COMPAT_VENV = ROOT / ".venv-compat"
+COMPAT_PYTHON = COMPAT_VENV / "bin" / "python"
+
+
+def check_compat_venv() -> str:
+    """The compat venv's interpreter; fails the test if the venv is missing or holds another jupyter-loopback."""
+    if not COMPAT_PYTHON.exists():
+        pytest.fail(f"{COMPAT_VENV} is missing: run `make .venv-compat/.installed`.")
+    # -I: neither the working directory nor PYTHONPATH may stand in for the installed package.
+    code = "import jupyter_loopback, loopback_asgi; print(jupyter_loopback.__file__); print(loopback_asgi.__version__)"
+    out = subprocess.run([str(COMPAT_PYTHON), "-I", "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"{COMPAT_VENV} does not import this checkout:\n{out.stderr}"
+    path, _version = out.stdout.split()
+    assert path.startswith(f"{ROOT}/jupyter_loopback/"), f"{COMPAT_VENV} imports jupyter_loopback from {path}"
+    return str(COMPAT_PYTHON)
+
+
+def start_compat_server(
+    base_url: str = "/", *args: str, app: str = "jupyter_server", env: dict[str, str] | None = None
+) -> JupyterServer:
+    """``python -m <app>`` from ``.venv-compat`` on 127.0.0.1 with :data:`JUPYTER_TOKEN`, in its own dirs."""
+    home = tempfile.mkdtemp(prefix="jl-compat-")
+    full_env = {
+        "JUPYTER_RUNTIME_DIR": os.path.join(home, "runtime"),
+        "JUPYTER_CONFIG_DIR": os.path.join(home, "config"),
+        "JUPYTER_LOOPBACK_ROUTE": "",
+        **(env or {}),
+    }
+    cmd = [
+        str(COMPAT_PYTHON), "-m", app, "--no-browser", "--allow-root",
+        "--ServerApp.ip=127.0.0.1", "--ServerApp.port=0", f"--IdentityProvider.token={JUPYTER_TOKEN}",
+        f"--ServerApp.base_url={base_url}", f"--ServerApp.root_dir={home}", *args,
+    ]  # fmt: skip
+    proc = start(cmd, r"http://127\.0\.0\.1:(\d+)/", env=full_env, timeout=90)
+    accepting(int(proc.match[1]))
+    return JupyterServer(proc, int(proc.match[1]), base_url, JUPYTER_TOKEN, full_env)
+
+
+@pytest.fixture(scope="session")
+def compat_python() -> str:
+    return check_compat_venv()
+
+
+@pytest.fixture(scope="module")
+def compat_root(compat_python: str) -> Iterator[JupyterServer]:
+    """``jupyter server`` from ``.venv-compat`` at base URL ``/``."""
+    server = start_compat_server("/")
+    yield server
+    stop_jupyter(server)
+
+
+@pytest.fixture(scope="module")
+def compat_base(compat_python: str) -> Iterator[JupyterServer]:
+    """``jupyter server`` from ``.venv-compat`` at base URL ``/base/``."""
+    server = start_compat_server("/base/")
+    yield server
+    stop_jupyter(server)
