@@ -13,6 +13,7 @@ from .target import Target
 
 __all__ = [
     "HOP_BY_HOP",
+    "HOP_BY_HOP_STR",
     "request_headers",
     "response_headers",
     "rewrite_cookie_path",
@@ -21,10 +22,16 @@ __all__ = [
 
 Headers = list[tuple[bytes, bytes]]
 
-# RFC 9110 §7.6.1 plus the legacy names proxies strip.
+# RFC 9110 §7.6.1 plus the legacy names proxies strip, and two a proxy answers
+# or rewrites itself: ``Expect`` (the 100-continue handshake is per connection,
+# RFC 9110 §10.1.1) and ``Forwarded`` (RFC 7239: a client must not choose what
+# the upstream believes about the chain; ``X-Forwarded-*`` are set below).
+# The one list for every path: the sidecar, the Jupyter adapter, the comm bridge.
 HOP_BY_HOP = frozenset(
     {
         b"connection",
+        b"expect",
+        b"forwarded",
         b"keep-alive",
         b"proxy-authenticate",
         b"proxy-authorization",
@@ -35,6 +42,8 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+# The same names as ``str``, for tornado's headers in the adapter.
+HOP_BY_HOP_STR = frozenset(name.decode("ascii") for name in HOP_BY_HOP)
 # Set by the sidecar itself, never taken from the client.
 OWN = frozenset({b"host", b"x-forwarded-prefix"})
 FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})

@@ -29,6 +29,7 @@ from tornado import httputil, web
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketHandler
 
+from .headers import HOP_BY_HOP_STR
 from .jupyter_response import BadResponse, ResponseRelay
 from .jupyter_sidecar import Sidecar, SidecarUnavailable
 from .jupyter_websocket import WebSocketRelayMixin
@@ -37,10 +38,6 @@ __all__ = ["RelayMixin"]
 
 DRAIN_LIMIT = 2**20
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer"}
-    | {"transfer-encoding", "upgrade", "expect", "forwarded"}
-)
 CREDENTIAL = re.compile(r"\s*(token|bearer)\s+(\S+)\s*$", re.IGNORECASE)
 # Methods beyond tornado's seven that apps behind the route use (WebDAV,
 # CalDAV, the QUERY draft): the relay passes them like any other.
@@ -134,7 +131,7 @@ class RelayMixin(WebSocketRelayMixin):
         out = []
         for name, value in headers.get_all():
             low = name.lower()
-            if low in HOP_BY_HOP or low in named or low.startswith("x-forwarded-"):
+            if low in HOP_BY_HOP_STR or low in named or low.startswith("x-forwarded-"):
                 continue
             if websocket and (low.startswith("sec-websocket-") or low == "host"):
                 continue

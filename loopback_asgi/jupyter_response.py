@@ -26,6 +26,7 @@ from tornado import httputil
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
 from . import splice
+from .headers import HOP_BY_HOP_STR
 
 if TYPE_CHECKING:
     from tornado.web import RequestHandler
@@ -38,10 +39,6 @@ CHUNK = 2**20
 SMALL = 64 * 1024  # bodies up to this size are read whole and may share the head's write
 SPLICE_MIN = 256 * 1024  # below this, setting up a kernel-side relay costs more than copying
 MAX_HEAD = 256 * 1024
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer"}
-    | {"transfer-encoding", "upgrade", "expect", "forwarded"}
-)
 
 
 class BadResponse(Exception):
@@ -127,7 +124,7 @@ class ResponseRelay:
         out = httputil.HTTPHeaders()
         for name, value in headers.get_all():
             low = name.lower()
-            if low not in HOP_BY_HOP and low not in named:
+            if low not in HOP_BY_HOP_STR and low not in named:
                 out.add(name, value)
         if chunked:
             length = None  # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length

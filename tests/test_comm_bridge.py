@@ -188,11 +188,18 @@ async def test_fetch_json_and_headers(bridge: Bridge, kernel_upstream: int) -> N
     response = await bridge.fetch(
         kernel_upstream,
         "/headers",
-        headers=[("X-Mine", "1"), ("Authorization", "token jupyter-secret"), ("Connection", "x-hop"), ("X-Hop", "2")],
+        headers=[
+            ("X-Mine", "1"),
+            ("Authorization", "token jupyter-secret"),
+            ("Connection", "x-hop"),
+            ("X-Hop", "2"),
+            ("Forwarded", "for=6.6.6.6"),
+        ],
     )
     sent = {k: v for k, v in __import__("json").loads(await response.read())}
     assert sent["x-mine"] == "1" and sent["host"] == f"127.0.0.1:{kernel_upstream}"
     assert "authorization" not in sent and "x-hop" not in sent and "x-forwarded-prefix" not in sent
+    assert "forwarded" not in sent  # the one hop-by-hop list, as through the sidecar and the adapter
 
 
 async def test_fetch_decodes_what_the_browser_would(bridge: Bridge, kernel_upstream: int) -> None:

@@ -86,3 +86,16 @@ def test_secret_bearer_is_dropped_but_other_authorization_kept() -> None:
 def test_repeated_response_headers_keep_their_order() -> None:
     headers = [(b"set-cookie", b"a=1"), (b"x", b"1"), (b"set-cookie", b"b=2"), (b"set-cookie", b"c=3")]
     assert [v for k, v in response_headers(headers, TARGET) if k == b"set-cookie"] == [b"a=1", b"b=2", b"c=3"]
+
+
+def test_one_hop_by_hop_list_for_every_path() -> None:
+    """The sidecar, the adapter (``HOP_BY_HOP_STR``) and the comm bridge drop the same names."""
+    from loopback_asgi import jupyter_relay, jupyter_response
+    from loopback_asgi.headers import HOP_BY_HOP, HOP_BY_HOP_STR
+
+    assert {b"forwarded", b"expect"} <= HOP_BY_HOP
+    assert HOP_BY_HOP_STR == {n.decode() for n in HOP_BY_HOP}
+    assert jupyter_relay.HOP_BY_HOP_STR is HOP_BY_HOP_STR is jupyter_response.HOP_BY_HOP_STR
+    incoming = [(b"forwarded", b"for=6.6.6.6"), (b"expect", b"100-continue"), (b"x-kept", b"1")]
+    out = dict(request_headers(incoming, TARGET, client=None, scheme="http"))
+    assert b"forwarded" not in out and b"expect" not in out and out[b"x-kept"] == b"1"

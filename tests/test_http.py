@@ -153,9 +153,10 @@ def test_content_encoding_passes_through_untouched(client: httpx.Client, sidecar
 
 def test_hop_by_hop_headers_are_stripped_both_ways(client: httpx.Client, sidecar: str, upstream: int) -> None:
     sent = {"Connection": "keep-alive, X-Secret-Hop", "X-Secret-Hop": "1", "TE": "trailers", "Keep-Alive": "5"}
+    sent["Forwarded"] = "for=6.6.6.6;host=evil.example"
     r = client.get(f"{sidecar}/app/{upstream}/hop", headers=sent)
     seen = {name for name, _ in r.json()}
-    assert not seen & {"x-secret-hop", "te", "keep-alive", "connection"}
+    assert not seen & {"x-secret-hop", "te", "keep-alive", "connection", "forwarded"}
     # The upstream's own hop-by-hop headers, including one it named in Connection.
     assert "x-private" not in r.headers
     assert "keep-alive" not in r.headers
