@@ -85,6 +85,7 @@ class _State:
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     served: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, type[web.RequestHandler]] = field(default_factory=dict)
 
     def sidecar_env(self) -> dict[str, str]:
         """The policy, and the namespaces already discovered here (the sidecar skips discovery)."""
@@ -95,8 +96,13 @@ class _State:
         """Compute the served namespaces and tell future kernels where the route is."""
         self.namespaces, self.failures = load_namespaces(self.extra, self.policy)
         self.served = sorted(self.namespaces)
-        route = {"prefix": self.prefix, "namespaces": self.served, "pid": os.getpid(), "host": socket.gethostname()}
-        os.environ[ROUTE_ENV] = json.dumps(route)
+        self.publish()
+
+    def publish(self) -> None:
+        """Put the route into the environment that future kernels inherit."""
+        aliases = sorted(name for name in self.aliases if name in self.namespaces)
+        route = {"prefix": self.prefix, "namespaces": self.served, "aliases": aliases}
+        os.environ[ROUTE_ENV] = json.dumps({**route, "pid": os.getpid(), "host": socket.gethostname()})
 
 
 def _namespace_fields(ns: Namespace) -> dict[str, Any]:
@@ -167,26 +173,85 @@ def setup_proxy_handler(
     """Serve ``namespace`` on this server: ``<base_url>loopback/<namespace>/<port>/…``.
 
     The seed API, for a library's own server extension. ``fields`` are
-    :class:`~loopback_asgi.Namespace` fields (all optional). The seed's route
-    ``<base_url><namespace>-proxy/<port>/…`` keeps working as an alias.
+    :class:`~loopback_asgi.Namespace` fields (all optional); without them a
+    namespace its library also declares by entry point keeps the declared
+    fields. 0.3.x's route ``<base_url><namespace>-proxy/<port>/…`` is served
+    too, through the same sidecar, with 0.3.x's unauthenticated probe
+    ``<base_url><namespace>-proxy[/<port>]/__probe__`` (204 while the
+    namespace is served, 404 otherwise, never reaching the upstream).
     ``handler_cls``, if given, is mixed in front of the alias's handler.
-    Returns the alias's handler class. Raises ``ValueError`` for a bad name
-    or field.
+
+    Returns the alias's handler class; a later call for the same namespace
+    returns the same class and adds no route. The sidecar restarts only when
+    the namespaces it serves change. Raises ``ValueError`` for a bad name or
+    field.
     """
     if not NAME_PATTERN.fullmatch(namespace):
         raise ValueError(f"namespace must match [a-z0-9][a-z0-9-]*: {namespace!r}")
     Namespace.from_value(namespace, fields)  # validate now, not in the sidecar
     serverapp = web_app.settings.get("serverapp")
     state = install(web_app, serverapp)
-    state.extra[namespace] = {k: str(v) if isinstance(v, PortPolicy) else v for k, v in fields.items()}
-    state.announce()
-    state.sidecar.restart()  # a running sidecar learns the namespace on its next start
-    alias = state.prefix[: -len("loopback")] + f"{namespace}-proxy"
-    cls = _handler_class(state.base, state.sidecar, alias, f"/{namespace}", serverapp)
-    if handler_cls is not None:
-        cls = web.stream_request_body(type(f"{handler_cls.__name__}Loopback", (handler_cls, cls), {}))
-    web_app.add_handlers(".*", [(re.escape(alias) + r"((?:/|\?).*)?", cls, state.kwargs)])
+    before = state.namespaces.get(namespace)
+    if fields or before is None:
+        state.extra[namespace] = {k: str(v) if isinstance(v, PortPolicy) else v for k, v in fields.items()}
+    cls: type[web.RequestHandler] | None = state.aliases.get(namespace)
+    if cls is None:
+        cls = state.aliases[namespace] = _alias(web_app, state, namespace, handler_cls, serverapp)
+    if fields or before is None:
+        state.announce()
+    else:
+        state.publish()
+    if state.namespaces.get(namespace) != before:
+        state.sidecar.restart()  # a running sidecar learns the namespace on its next start
     return cls
+
+
+def _alias(
+    web_app: web.Application,
+    state: _State,
+    namespace: str,
+    handler_cls: type[web.RequestHandler] | None,
+    serverapp: Any,
+) -> type[web.RequestHandler]:
+    alias = state.prefix.removesuffix("loopback") + f"{namespace}-proxy"
+    relay = _handler_class(state.base, state.sidecar, alias, f"/{namespace}", serverapp)
+    name = namespace.title().replace("-", "") + "LoopbackProxyHandler"
+    bases = (relay,) if handler_cls is None else (handler_cls, relay)
+    cls: type[web.RequestHandler] = web.stream_request_body(type(name, bases, {"namespace": namespace}))
+    probe = type("ProbeHandler", (_Probe,), {"namespace": namespace, "state": state})
+    # The probe first: it is more specific than the alias, and tornado takes the first match.
+    web_app.add_handlers(
+        ".*",
+        [
+            (re.escape(alias) + r"(?:/[0-9]+)?/__probe__", probe),
+            (re.escape(alias) + r"((?:/|\?).*)?", cls, state.kwargs),
+        ],
+    )
+    return cls
+
+
+class _Probe(web.RequestHandler):
+    """0.3.x's probe: an empty 204 while the namespace is served here, else 404.
+
+    Unauthenticated, as 0.3.x's page code expects; it answers from this
+    server alone (no upstream, no sidecar) and says nothing the URL did not.
+    """
+
+    namespace: str
+    state: _State
+
+    def set_default_headers(self) -> None:
+        self.clear_header("Server")
+        self.set_header("Cache-Control", "no-store")
+
+    def get(self) -> None:
+        self.set_status(204 if self.namespace in self.state.namespaces else 404)
+
+    def head(self) -> None:
+        self.get()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.finish()
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:

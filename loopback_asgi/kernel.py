@@ -2,6 +2,7 @@
 
 The jupyter_server adapter announces its route to the kernels it launches in
 ``JUPYTER_LOOPBACK_ROUTE`` (JSON: public prefix, served namespaces, the
+namespaces also served at 0.3.x's ``<base_url><namespace>-proxy/`` alias, the
 server's pid and host). A kernel trusts the announcement only when the server
 that made it is the one that launched the kernel (``JPY_PARENT_PID``) on this
 host; nothing is guessed from ``JPY_SESSION_NAME`` or ``JPY_PARENT_PID`` alone,
@@ -13,23 +14,44 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from collections.abc import Mapping
 from typing import TypedDict
 
-__all__ = ["ROUTE_ENV", "Route", "announced_route", "autodetect_prefix", "browser_url"]
+__all__ = [
+    "PROXY_TEMPLATE",
+    "ROUTE_ENV",
+    "Route",
+    "announced_route",
+    "autodetect_prefix",
+    "browser_url",
+    "is_in_jupyter_kernel",
+    "proxy_prefix",
+]
 
 ROUTE_ENV = "JUPYTER_LOOPBACK_ROUTE"
 PREFIX_ENV = "JUPYTER_LOOPBACK_PREFIX"
 DISABLE_ENV = "JUPYTER_LOOPBACK_DISABLE"
+PROXY_TEMPLATE = "{namespace}-proxy/{{port}}"
+"""0.3.x's route, relative to the base URL; ``{{port}}`` survives ``format(namespace=…)``."""
 
 
-class Route(TypedDict):
-    """What the adapter announces in ``JUPYTER_LOOPBACK_ROUTE``."""
-
+class _Announced(TypedDict):
     prefix: str
     namespaces: list[str]
     pid: int
     host: str
+
+
+class Route(_Announced, total=False):
+    """What the adapter announces in ``JUPYTER_LOOPBACK_ROUTE``.
+
+    ``prefix`` is ``<base_url>loopback``; ``aliases`` are the served namespaces
+    that a library's ``setup_proxy_handler`` also mounted at 0.3.x's
+    ``<base_url><namespace>-proxy``.
+    """
+
+    aliases: list[str]
 
 
 def announced_route(environ: Mapping[str, str] | None = None) -> Route | None:
@@ -52,6 +74,28 @@ def autodetect_prefix(namespace: str, environ: Mapping[str, str] | None = None) 
     (which may contain ``{namespace}`` and ``{port}``) overrides detection.
     The result keeps ``{port}`` for the caller to fill in.
     """
+    return _prefix(namespace, environ, None)
+
+
+def proxy_prefix(
+    namespace: str, *, template: str = PROXY_TEMPLATE, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """0.3.x's ``autodetect_prefix``: the prefix that works for ``namespace`` in this kernel.
+
+    ``"<base_url><namespace>-proxy/{port}"`` where a library's
+    ``setup_proxy_handler`` mounted that alias on the server that launched
+    this kernel, else ``"<base_url>loopback/<namespace>/{port}"`` where the
+    namespace is served, else ``None`` (no jupyter-server behind this kernel,
+    or the namespace is not served there). A ``template`` other than 0.3.x's
+    default names the caller's own route: it is formatted with ``namespace``
+    and put under the base URL of the server that launched this kernel.
+    ``JUPYTER_LOOPBACK_DISABLE`` and ``JUPYTER_LOOPBACK_PREFIX`` steer it as
+    they steer :func:`autodetect_prefix`.
+    """
+    return _prefix(namespace, environ, template)
+
+
+def _prefix(namespace: str, environ: Mapping[str, str] | None, template: str | None) -> str | None:
     env = os.environ if environ is None else environ
     if env.get(DISABLE_ENV, "").strip().lower() in ("1", "true", "yes"):
         return None
@@ -59,9 +103,26 @@ def autodetect_prefix(namespace: str, environ: Mapping[str, str] | None = None) 
     if override:
         return override.replace("{namespace}", namespace)
     route = announced_route(env)
-    if route is None or namespace not in route["namespaces"]:
+    if route is None:
         return None
-    return f"{route['prefix'].rstrip('/')}/{namespace}/{{port}}"
+    base = route["prefix"].removesuffix("loopback")
+    if template is not None and template != PROXY_TEMPLATE:
+        return base + template.format(namespace=namespace)
+    if template is not None and namespace in route.get("aliases", ()):
+        return f"{base}{namespace}-proxy/{{port}}"
+    if namespace in route["namespaces"]:
+        return f"{base}loopback/{namespace}/{{port}}"
+    return None
+
+
+def is_in_jupyter_kernel() -> bool:
+    """Whether this process is a running IPython kernel, whatever its frontend (Jupyter, VS Code, Colab).
+
+    Read from the kernel application itself, not from environment variables;
+    it says nothing about a server route (see :func:`proxy_prefix`).
+    """
+    app = sys.modules.get("ipykernel.kernelapp")
+    return app is not None and bool(app.IPKernelApp.initialized())
 
 
 def browser_url(namespace: str, port: int, path: str = "", environ: Mapping[str, str] | None = None) -> str:
