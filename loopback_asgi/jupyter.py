@@ -10,6 +10,8 @@ At load it
   with the admin policy (:class:`Loopback`) in its environment;
 - announces the route to the kernels this server launches, in
   ``JUPYTER_LOOPBACK_ROUTE`` (read by :func:`loopback_asgi.autodetect_prefix`).
+- turns Nagle's algorithm off on the server's kernel websockets
+  (:mod:`.jupyter_nodelay`; ``c.Loopback.kernel_websocket_nodelay``).
 
 Admin policy, e.g. in ``jupyter_server_config.py``::
 
@@ -29,9 +31,10 @@ from typing import Any
 
 from jupyter_server_proxy.config import ServerProcess
 from tornado import web
-from traitlets import Float, Int, List, Unicode
+from traitlets import Bool, Float, Int, List, Unicode
 from traitlets.config import Configurable
 
+from . import jupyter_nodelay
 from .jupyter_relay import RelayMixin
 from .jupyter_sidecar import Sidecar
 from .kernel import ROUTE_ENV
@@ -57,6 +60,9 @@ class Loopback(Configurable):
     header_timeout = Float(None, allow_none=True, config=True, help="Upstream response-header timeout, seconds.")
     max_connections = Int(None, allow_none=True, config=True, help="Concurrent upstream connections per host.")
     startup_timeout = Float(10.0, config=True, help="How long a request waits for the sidecar to (re)start.")
+    kernel_websocket_nodelay = Bool(
+        True, config=True, help="Turn Nagle's algorithm off on the server's kernel websockets (widget round trips)."
+    )
 
     def policy(self) -> Policy:
         """This configuration as a :class:`Policy`, on top of the environment's."""
@@ -120,6 +126,8 @@ def install(web_app: web.Application, serverapp: Any = None) -> _State:
     prefix = base_url.rstrip("/") + "/loopback"
     config = Loopback(parent=serverapp) if serverapp is not None else Loopback()
     policy = config.policy()
+    if config.kernel_websocket_nodelay:
+        jupyter_nodelay.install(web_app)
 
     def command(socket_path: str) -> list[str]:
         return [

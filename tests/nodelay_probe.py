@@ -1,0 +1,83 @@
+"""A test-only jupyter_server extension: the server's own TCP sockets and their ``TCP_NODELAY``.
+
+``GET <base_url>nodelay-probe`` (token required) answers
+``{"sockets": [...], "connects": N, "class": "..."}``: every connected TCP
+socket of the server process, read with ``getsockopt`` on a duplicate of its
+descriptor (``/proc/self/fd``, Linux), how many kernel websockets
+:class:`MarkedConnection` connected, and the connection class in the
+settings. :func:`tcp_sockets` runs in a kernel too, for the kernel's side.
+
+With ``NODELAY_PROBE_SET_CLASS=1`` in the server's environment, the extension
+sets :class:`MarkedConnection` as the connection class at load, as another
+extension loaded after jupyter-loopback's would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
+from jupyter_server.utils import url_path_join
+from tornado import web
+
+__all__ = ["MarkedConnection", "tcp_sockets"]
+
+
+def tcp_sockets() -> list[dict[str, Any]]:
+    """This process's connected TCP sockets: ``local``, ``peer`` (``[host, port]``) and ``nodelay``."""
+    out = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            dup = os.dup(int(name))
+        except OSError:
+            continue  # closed since the listing
+        try:
+            sock = socket.socket(fileno=dup)
+        except OSError:
+            os.close(dup)  # not a socket
+            continue
+        with sock:
+            if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+                continue
+            try:
+                peer = sock.getpeername()
+            except OSError:
+                continue  # a listening socket
+            nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            out.append({"local": list(sock.getsockname()[:2]), "peer": list(peer[:2]), "nodelay": bool(nodelay)})
+    return out
+
+
+class MarkedConnection(ZMQChannelsWebsocketConnection):
+    """jupyter_server's connection class, counting its connects: proof that it was the one used."""
+
+    connects = 0
+
+    def connect(self) -> Any:
+        MarkedConnection.connects += 1
+        return super().connect()
+
+
+class Probe(JupyterHandler):
+    @web.authenticated
+    def get(self) -> None:
+        cls = self.settings.get("kernel_websocket_connection_class")
+        body = {"sockets": tcp_sockets(), "connects": MarkedConnection.connects, "class": repr(cls)}
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "tests.nodelay_probe"}]
+
+
+def _load_jupyter_server_extension(serverapp: Any) -> None:
+    web_app = serverapp.web_app
+    if os.environ.get("NODELAY_PROBE_SET_CLASS") == "1":
+        web_app.settings["kernel_websocket_connection_class"] = MarkedConnection
+    route = url_path_join(web_app.settings["base_url"], "nodelay-probe")
+    web_app.add_handlers(".*", [(route, Probe)])
