@@ -1,4 +1,10 @@
-"""jupyter-loopback: reach servers a Jupyter kernel runs on 127.0.0.1 from the browser."""
+"""jupyter-loopback: reach servers a Jupyter kernel runs on 127.0.0.1 from the browser.
+
+Light to import: a kernel's ``from loopback_asgi import browser_url`` loads the
+kernel-side helpers and namespace declarations only. ``create_app`` (Starlette,
+httpx, websockets) and ``setup_proxy_handler`` (jupyter_server, tornado) are
+imported on first use.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,6 @@ from typing import Any
 
 __version__ = "0.4.0.dev0"
 
-from .app import create_app  # noqa: E402
 from .kernel import autodetect_prefix, browser_url  # noqa: E402
 from .namespaces import Namespace, Policy, PortPolicy  # noqa: E402
 
@@ -21,6 +26,9 @@ __all__ = [
     "setup_proxy_handler",
 ]
 
+# Names whose modules are imported on first access: name -> submodule.
+_LAZY = {"create_app": "app", "setup_proxy_handler": "jupyter"}
+
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     # jupyter_server's entry point; the adapter module is imported only when
@@ -29,10 +37,14 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 
 def __getattr__(name: str) -> Any:
-    # The Jupyter adapter pulls in jupyter_server and tornado: import it only
-    # when asked, so kernels and standalone sidecars stay light.
-    if name == "setup_proxy_handler":
-        from .jupyter import setup_proxy_handler
+    if name in _LAZY:
+        from importlib import import_module
 
-        return setup_proxy_handler
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'loopback_asgi' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
