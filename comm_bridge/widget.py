@@ -19,12 +19,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anywidget
+import traitlets
 
 from .fetch import Streams
 from .protocol import CHUNK, FRAME_COST
 from .runtime import GRACE, Runtime
 
-__all__ = ["CommBridge", "Handler", "enable_comm_bridge", "off_request", "on_request"]
+__all__ = [
+    "CommBridge",
+    "Handler",
+    "current_bridge",
+    "enable_comm_bridge",
+    "is_comm_bridge_enabled",
+    "off_request",
+    "on_request",
+]
 
 log = logging.getLogger("comm_bridge")
 
@@ -79,6 +88,11 @@ class CommBridge(anywidget.AnyWidget):
 
     _esm = Path(__file__).parent / "static" / "bridge.js"
 
+    intercepted_ports = traitlets.List(traitlets.Int()).tag(sync=True)
+    """Loopback ports whose ``http://127.0.0.1:<port>`` URLs every view of the page reroutes."""
+    intercepted_prefixes = traitlets.Dict(key_trait=traitlets.Unicode(), value_trait=traitlets.Unicode()).tag(sync=True)
+    """``{str(port): "/base/ns-proxy/<port>"}``: the same-origin route to try before the comm."""
+
     def __init__(self, *, ports: object = None, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.timeout = timeout
@@ -87,6 +101,18 @@ class CommBridge(anywidget.AnyWidget):
         self.requests: dict[int, _Reply] = {}
         self.gathering: dict[int, tuple[dict[str, Any], list[int], list[bytes]]] = {}
         self.on_msg(self._on_msg)
+
+    def add_intercepted_port(self, port: int) -> None:
+        """Have every view reroute ``http://127.0.0.1:<port>`` and ``localhost:<port>``; idempotent."""
+        if port not in self.intercepted_ports:
+            # A new list: traitlets syncs on assignment, not on in-place change.
+            self.intercepted_ports = [*self.intercepted_ports, port]
+
+    def add_intercepted_prefix(self, port: int, prefix: str) -> None:
+        """Have the page try the same-origin route ``prefix`` for ``port`` before the comm; idempotent."""
+        prefix = prefix.rstrip("/")
+        if prefix and self.intercepted_prefixes.get(str(port)) != prefix:
+            self.intercepted_prefixes = {**self.intercepted_prefixes, str(port): prefix}
 
     def post(self, content: dict[str, Any], buffers: Sequence[bytes | memoryview] = ()) -> None:
         """Send one message to the page; safe from any thread (IOPub sends are queued)."""
@@ -264,6 +290,18 @@ async def _run_async(reply: _Reply, awaitable: Awaitable[Any], timeout: float, k
         log.debug("comm_bridge: handler %s/%s raised", *key, exc_info=True)
         return reply.error(f"The handler for {key[0]!r}/{key[1]!r} raised {type(exc).__name__}: {exc}")
     reply.ok(result)
+
+
+def is_comm_bridge_enabled() -> bool:
+    """Whether this kernel has a live bridge (:func:`enable_comm_bridge` ran and its comm is open)."""
+    bridge = _bridge
+    return bridge is not None and bridge.comm is not None
+
+
+def current_bridge() -> CommBridge | None:
+    """The live bridge of this kernel, if :func:`enable_comm_bridge` started one."""
+    bridge = _bridge
+    return bridge if bridge is not None and bridge.comm is not None else None
 
 
 def enable_comm_bridge(*, display: bool = True, ports: object = None, timeout: float = DEFAULT_TIMEOUT) -> CommBridge:

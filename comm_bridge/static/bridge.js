@@ -9,8 +9,13 @@
  * One registry lives on `globalThis`, shared by every copy of this module on
  * the page. Each bridge model subscribes once (in `initialize`, never per
  * view), and a reply is handled only by the model its request was sent on,
- * so several views or several bridges never handle a reply twice. Nothing
- * here creates object URLs. The wire format is `comm_bridge/protocol.py`.
+ * so several views or several bridges never handle a reply twice. The wire
+ * format is `comm_bridge/protocol.py`.
+ *
+ * - `interceptLocalhost(port, prefix)` makes the page's own requests to
+ *   `http://127.0.0.1:<port>` take the route `prefix` or the comm (the
+ *   "Interception" section below); its images are the only object URLs
+ *   this module creates, and it revokes them.
  */
 
 const CHUNK = 1 << 20;
@@ -29,6 +34,7 @@ const NO_BRIDGE = "No comm bridge is running: call comm_bridge.enable_comm_bridg
 /**
  * @typedef {{
  *   send(content: any, callbacks?: any, buffers?: ArrayBuffer[]): void,
+ *   get?(name: string): any,
  *   on(event: string, callback: (...args: any[]) => void): void,
  *   off(event: string, callback: (...args: any[]) => void): void,
  * }} Model
@@ -628,6 +634,849 @@ class BridgeWebSocket extends EventTarget {
   }
 }
 
+// Interception: the page's own requests to a registered loopback port.
+//
+// `interceptLocalhost(port, prefix)` registers a port; from then on this
+// window's <img> (src, srcset, setAttribute, parsed HTML), fetch,
+// XMLHttpRequest, WebSocket and EventSource requests for
+// http://127.0.0.1:<port>/… or http://localhost:<port>/… — and for
+// same-origin URLs under `prefix` — are routed: to the same-origin route
+// `prefix` when `<prefix>/__probe__` answers 2xx, otherwise over the comm.
+// Every other URL goes to the browser untouched.
+
+const LOOPBACK_HOSTS = new Set(["127.0.0.1", "localhost"]);
+const PROBE_TIMEOUT_MS = 5000;
+const UNSAFE_METHODS = /^(?!GET$|HEAD$|OPTIONS$|TRACE$)/i;
+
+/**
+ * Where a request is headed: the upstream `port`, the `path` (with query) on
+ * it, the port's registered `prefix`, and whether the URL named the loopback
+ * host itself (`loopback`) or a same-origin URL under the prefix.
+ * @typedef {{port: number, path: string, prefix: string | null, loopback: boolean, url: URL}} Target
+ * @typedef {"route" | "comm"} Way
+ * @typedef {{way: Way | null, ready: Promise<Way>}} Probe
+ * @typedef {Window & typeof globalThis} Win
+ */
+
+/**
+ * Candidates of a `srcset` attribute, as the HTML parser splits them.
+ * @param {string} text @returns {{url: string, descriptor: string}[]}
+ */
+function parseSrcset(text) {
+  /** @type {{url: string, descriptor: string}[]} */
+  const out = [];
+  let at = 0;
+  while (at < text.length) {
+    while (at < text.length && /[\s,]/.test(text[at])) at++;
+    if (at >= text.length) break;
+    const start = at;
+    while (at < text.length && !/\s/.test(text[at])) at++;
+    let url = text.slice(start, at);
+    let descriptor = "";
+    if (url.endsWith(",")) url = url.replace(/,+$/, "");
+    else {
+      const from = at;
+      let depth = 0;
+      while (at < text.length && (text[at] !== "," || depth > 0)) {
+        if (text[at] === "(") depth++;
+        else if (text[at] === ")") depth = Math.max(0, depth - 1);
+        at++;
+      }
+      descriptor = text.slice(from, at).trim();
+    }
+    out.push({ url, descriptor });
+  }
+  return out;
+}
+
+/** @param {{url: string, descriptor: string}[]} candidates */
+function serializeSrcset(candidates) {
+  return candidates.map((c) => (c.descriptor ? `${c.url} ${c.descriptor}` : c.url)).join(", ");
+}
+
+/**
+ * The `text/event-stream` parser of the HTML standard (§9.2.6): `push` text as
+ * it arrives, get the events it completes. An event cut off by the end of the
+ * stream is never returned.
+ */
+class EventStream {
+  constructor() {
+    this.buffer = "";
+    this.started = false;
+    this.afterCR = false;
+    /** @type {string[]} */
+    this.data = [];
+    this.type = "";
+    this.lastEventId = "";
+    /** @type {number | null} */
+    this.retry = null;
+  }
+
+  /** @param {string} text @returns {{type: string, data: string, lastEventId: string}[]} */
+  push(text) {
+    if (!this.started && text) {
+      this.started = true;
+      if (text.startsWith("\ufeff")) text = text.slice(1);
+    }
+    if (this.afterCR && text.startsWith("\n")) text = text.slice(1);
+    if (text) this.afterCR = false;
+    this.buffer += text;
+    /** @type {{type: string, data: string, lastEventId: string}[]} */
+    const events = [];
+    const lines = this.buffer.split(/\r\n|\r|\n/);
+    this.buffer = /** @type {string} */ (lines.pop());
+    if (this.buffer === "" && text.endsWith("\r")) this.afterCR = true;
+    for (const line of lines) {
+      if (line === "") {
+        if (this.data.length) events.push({ type: this.type || "message", data: this.data.join("\n"), lastEventId: this.lastEventId });
+        this.data = [];
+        this.type = "";
+        continue;
+      }
+      if (line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "data") this.data.push(value);
+      else if (field === "event") this.type = value;
+      else if (field === "id" && !value.includes("\0")) this.lastEventId = value;
+      else if (field === "retry" && /^\d+$/.test(value)) this.retry = Number(value);
+    }
+    return events;
+  }
+}
+
+/**
+ * The page's registered ports and routes, shared by every window it patches.
+ * A prefix is probed once: `<prefix>/__probe__` answering 2xx means the
+ * route works; anything else, a network error or no answer within
+ * PROBE_TIMEOUT_MS means the comm.
+ */
+class Interceptor {
+  /** @param {ReturnType<typeof api>} shared */
+  constructor(shared) {
+    this.shared = shared;
+    /** @type {Map<string, string | null>} port (as URL.port spells it) to prefix */
+    this.ports = new Map();
+    /** @type {Map<string, number>} */
+    this.prefixes = new Map();
+    /** @type {Map<string, Probe>} */
+    this.probes = new Map();
+    /** @type {Set<Win>} */
+    this.windows = new Set();
+    /** The fetch of the page before any patch: probes must not be intercepted. */
+    this.fetch = typeof fetch === "function" ? fetch.bind(globalThis) : null;
+  }
+
+  /** Register `port` (and its route `prefix`), then patch every known window. @param {number | string} port @param {string | null} [prefix] */
+  add(port, prefix) {
+    const number = Number(port);
+    if (!Number.isInteger(number) || number < 1 || number > 65535) return;
+    const clean = typeof prefix === "string" && prefix.startsWith("/") ? prefix.replace(/\/+$/, "") : "";
+    const known = this.ports.get(String(number));
+    this.ports.set(String(number), clean || known || null);
+    if (clean && !this.prefixes.has(clean)) {
+      this.prefixes.set(clean, number);
+      this.probe(clean);
+    }
+    for (const win of this.windows) install(win, this);
+  }
+
+  /** Patch `win` now if anything is registered, or once something is. @param {Win} win */
+  watch(win) {
+    this.windows.add(win);
+    if (this.ports.size) install(win, this);
+  }
+
+  /** @param {string} prefix @returns {Probe} */
+  probe(prefix) {
+    const existing = this.probes.get(prefix);
+    if (existing) return existing;
+    /** @type {Probe} */
+    const probe = { way: null, ready: Promise.resolve(/** @type {Way} */ ("comm")) };
+    const native = this.fetch;
+    const asked = native
+      ? native(`${prefix}/__probe__`, { cache: "no-store", credentials: "same-origin", signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) })
+          .then((response) => (response.ok ? "route" : "comm"))
+          .catch(() => "comm")
+      : Promise.resolve("comm");
+    probe.ready = asked.then((way) => (probe.way = /** @type {Way} */ (way)));
+    this.probes.set(prefix, probe);
+    return probe;
+  }
+
+  /**
+   * The target of `href` if it is ours to route, else null.
+   * @param {string | URL} href @param {string} base the document's base URL
+   * @returns {Target | null}
+   */
+  match(href, base) {
+    if (!this.ports.size) return null;
+    /** @type {URL} */
+    let url;
+    try {
+      url = new URL(String(href), base);
+    } catch {
+      return null;
+    }
+    const scheme = url.protocol === "ws:" ? "http:" : url.protocol === "wss:" ? "https:" : url.protocol;
+    if (scheme === "http:" && LOOPBACK_HOSTS.has(url.hostname) && this.ports.has(url.port)) {
+      const prefix = /** @type {string | null} */ (this.ports.get(url.port));
+      return { port: Number(url.port), path: url.pathname + url.search, prefix, loopback: true, url };
+    }
+    const here = new URL(base);
+    if (this.prefixes.size === 0 || `${scheme}//${url.host}` !== here.origin) return null;
+    for (const [prefix, port] of this.prefixes) {
+      if (url.pathname !== prefix && !url.pathname.startsWith(`${prefix}/`)) continue;
+      const path = (url.pathname.slice(prefix.length) || "/") + url.search;
+      return { port, path, prefix, loopback: false, url };
+    }
+    return null;
+  }
+
+  /** The way for `target` if already known (a probe in flight: null). @param {Target} target @returns {Way | null} */
+  known(target) {
+    return target.prefix === null ? "comm" : this.probe(target.prefix).way;
+  }
+
+  /** @param {Target} target @returns {Promise<Way>} */
+  decide(target) {
+    return target.prefix === null ? Promise.resolve("comm") : this.probe(target.prefix).ready;
+  }
+
+  /**
+   * The URL the browser loads for `target` through its route (a same-origin
+   * URL under the prefix stays as it was).
+   * @param {Target} target @param {string} base @param {boolean} [socket]
+   */
+  routed(target, base, socket = false) {
+    const url = target.loopback ? new URL(`${target.prefix}${target.path}`, base) : new URL(target.url.href);
+    if (socket) url.protocol = url.protocol === "https:" || url.protocol === "wss:" ? "wss:" : "ws:";
+    url.hash = "";
+    return url.href;
+  }
+}
+
+/** Windows already patched (a window is patched once, whatever registers later). */
+const PATCHED = new WeakSet();
+
+/** Patch `win`'s image, fetch, XHR, WebSocket and EventSource entry points once. @param {Win} win @param {Interceptor} ic */
+function install(win, ic) {
+  if (PATCHED.has(win) || !win.document) return;
+  PATCHED.add(win);
+  const routes = routing(win, ic);
+  patchImages(win, ic, routes);
+  patchFetch(win, ic, routes);
+  patchXhr(win, ic, routes);
+  patchWebSocket(win, ic);
+  patchEventSource(win, ic, routes);
+}
+
+/**
+ * The two ways a request can go, for one window: `native` is the window's
+ * unpatched fetch, `fetch(target, init)` resolves the upstream's Response
+ * through the way the probe chose.
+ * @param {Win} win @param {Interceptor} ic
+ */
+function routing(win, ic) {
+  const native = win.fetch.bind(win);
+  const base = () => win.document.baseURI;
+  /**
+   * @param {Target} target @param {RequestInit} init
+   * @returns {Promise<Response>}
+   */
+  const fetchTarget = async (target, init) => {
+    if ((await ic.decide(target)) === "route") {
+      const headers = new Headers(init.headers);
+      const method = (init.method || "GET").toUpperCase();
+      // Jupyter checks XSRF on unsafe methods, as JupyterLab's own requests do.
+      const xsrf = /(?:^|;\s*)_xsrf=([^;]*)/.exec(win.document.cookie);
+      if (xsrf && UNSAFE_METHODS.test(method) && !headers.has("x-xsrftoken")) headers.set("x-xsrftoken", decodeURIComponent(xsrf[1]));
+      const credentials = init.credentials === "include" ? "include" : "same-origin";
+      return native(ic.routed(target, base()), { ...init, headers, credentials });
+    }
+    const response = await ic.shared.fetch(target.port, target.path, init);
+    Object.defineProperty(response, "url", { value: target.url.href.replace(/#.*/, "") });
+    return response;
+  };
+  return { native, base, fetch: fetchTarget };
+}
+
+/**
+ * `<img src>` (property, `setAttribute`, parsed HTML) and `srcset` (on
+ * `<img>` and `<source>`). A routed URL is set at once when the probe has
+ * answered; comm answers become object URLs, revoked once the element has
+ * loaded or failed, or when its URL is replaced.
+ * @param {Win} win @param {Interceptor} ic @param {ReturnType<typeof routing>} routes
+ */
+function patchImages(win, ic, routes) {
+  const img = win.HTMLImageElement.prototype;
+  const source = win.HTMLSourceElement.prototype;
+  const nativeSetAttribute = win.Element.prototype.setAttribute;
+  /** @type {Map<object, Record<string, PropertyDescriptor>>} */
+  const natives = new Map();
+  natives.set(img, { src: desc(img, "src"), srcset: desc(img, "srcset") });
+  natives.set(source, { srcset: desc(source, "srcset") });
+  /** @type {WeakMap<Element, {urls: string[], pending: Record<string, string>, seq: number}>} */
+  const states = new WeakMap();
+
+  /** @param {Element} el */
+  const stateOf = (el) => {
+    let state = states.get(el);
+    if (!state) {
+      const s = { urls: /** @type {string[]} */ ([]), pending: /** @type {Record<string, string>} */ ({}), seq: 0 };
+      states.set(el, (state = s));
+      // Object URLs live until the element has its image (or gave up on it).
+      const done = () => {
+        const current = el instanceof win.HTMLImageElement ? el.currentSrc : "";
+        if (s.urls.includes(current)) revoke(s);
+      };
+      el.addEventListener("load", done);
+      el.addEventListener("error", done);
+    }
+    return state;
+  };
+  /** @param {{urls: string[]}} state */
+  const revoke = (state) => {
+    for (const url of state.urls.splice(0)) URL.revokeObjectURL(url);
+  };
+  /** @param {Element} el @param {string} attr @param {string} value */
+  const setNative = (el, attr, value) => {
+    const d = /** @type {Record<string, PropertyDescriptor>} */ (natives.get(el instanceof win.HTMLImageElement ? img : source))[attr];
+    /** @type {(v: string) => void} */ (d.set).call(el, value);
+  };
+  /** @param {Target} target @returns {Promise<string>} */
+  const objectUrl = async (target) => {
+    const response = await routes.fetch(target, {});
+    if (!response.ok) throw new TypeError(`${target.url.href} answered ${response.status}.`);
+    return URL.createObjectURL(await response.blob());
+  };
+
+  /**
+   * Route `value` for `attr` of `el`; false when it is not ours (the caller sets it natively).
+   * `parsed`: the value is already in the attribute (the MutationObserver saw it).
+   * @param {Element} el @param {string} attr @param {string} value @param {boolean} [parsed]
+   */
+  const route = (el, attr, value, parsed = false) => {
+    const base = routes.base();
+    const candidates = attr === "src" ? [{ url: value, descriptor: "" }] : parseSrcset(value);
+    const targets = candidates.map((c) => ic.match(c.url.trim(), base));
+    if (parsed && (!targets.some(Boolean) || states.get(el)?.pending[attr] === value)) return false;
+    const state = states.get(el);
+    if (!targets.some(Boolean)) {
+      if (state) {
+        revoke(state);
+        delete state.pending[attr];
+        state.seq++;
+      }
+      return false;
+    }
+    const s = stateOf(el);
+    revoke(s);
+    const seq = ++s.seq;
+    s.pending[attr] = value;
+    const ways = targets.map((t) => t && ic.known(t));
+    const rewrite = (/** @type {string[]} */ urls) =>
+      attr === "src" ? urls[0] : serializeSrcset(candidates.map((c, i) => ({ url: urls[i], descriptor: c.descriptor })));
+    if (ways.every((w, i) => !targets[i] || w === "route")) {
+      // Known routes only: set now, with no round trip. Same-origin URLs
+      // under a working route stay as they are (and parsed ones are loading).
+      delete s.pending[attr];
+      const loopback = targets.some((t) => t?.loopback);
+      if (parsed && !loopback) return true;
+      const urls = candidates.map((c, i) => (targets[i]?.loopback ? ic.routed(/** @type {Target} */ (targets[i]), base) : c.url));
+      setNative(el, attr, rewrite(urls));
+      return true;
+    }
+    /** @type {string[]} */
+    const created = [];
+    Promise.all(
+      candidates.map(async (c, i) => {
+        const target = targets[i];
+        if (!target) return c.url;
+        if ((await ic.decide(target)) === "route") return target.loopback ? ic.routed(target, base) : c.url;
+        const url = await objectUrl(target);
+        created.push(url);
+        return url;
+      }),
+    ).then(
+      (urls) => {
+        if (s.seq !== seq) return void created.forEach((u) => URL.revokeObjectURL(u));
+        delete s.pending[attr];
+        s.urls.push(...created);
+        setNative(el, attr, rewrite(urls));
+      },
+      (err) => {
+        created.forEach((u) => URL.revokeObjectURL(u));
+        if (s.seq !== seq) return;
+        delete s.pending[attr];
+        console.warn("comm_bridge: could not load an intercepted image:", err);
+        el.dispatchEvent(new Event("error"));
+      },
+    );
+    return true;
+  };
+
+  for (const [proto, attrs] of natives) {
+    for (const [attr, d] of Object.entries(attrs)) {
+      Object.defineProperty(proto, attr, {
+        ...d,
+        /** @this {Element} @param {string} value */
+        set(value) {
+          if (!route(this, attr, String(value))) /** @type {(v: string) => void} */ (d.set).call(this, value);
+        },
+      });
+    }
+  }
+  /** @this {Element} @param {string} name @param {string} value */
+  win.Element.prototype.setAttribute = function setAttribute(name, value) {
+    const attr = String(name).toLowerCase();
+    const ours =
+      (attr === "src" && this instanceof win.HTMLImageElement) ||
+      (attr === "srcset" && (this instanceof win.HTMLImageElement || this instanceof win.HTMLSourceElement));
+    if (ours && route(this, attr, String(value))) return;
+    nativeSetAttribute.call(this, name, value);
+  };
+
+  // What no setter sees: HTML parsed by innerHTML, insertAdjacentHTML, document.write…
+  /** @param {Element} el */
+  const check = (el) => {
+    for (const attr of ["src", "srcset"]) {
+      const value = el.getAttribute(attr);
+      if (value === null || (attr === "src" && !(el instanceof win.HTMLImageElement))) continue;
+      route(el, attr, value, true);
+    }
+  };
+  /** @param {Node} node */
+  const scan = (node) => {
+    if (!(node instanceof win.Element)) return;
+    if (node instanceof win.HTMLImageElement || node instanceof win.HTMLSourceElement) check(node);
+    for (const el of node.querySelectorAll("img[src], img[srcset], source[srcset]")) check(el);
+  };
+  new win.MutationObserver((records) => {
+    for (const record of records) {
+      if (record.type === "attributes") scan(record.target);
+      else record.addedNodes.forEach(scan);
+    }
+  }).observe(win.document, { subtree: true, childList: true, attributes: true, attributeFilter: ["src", "srcset"] });
+  scan(win.document.documentElement);
+}
+
+/** @param {object} proto @param {string} name @returns {PropertyDescriptor} */
+function desc(proto, name) {
+  return /** @type {PropertyDescriptor} */ (Object.getOwnPropertyDescriptor(proto, name));
+}
+
+/** `fetch(string | URL | Request, init)`. @param {Win} win @param {Interceptor} ic @param {ReturnType<typeof routing>} routes */
+function patchFetch(win, ic, routes) {
+  const native = routes.native;
+  /** @param {RequestInfo | URL} input @param {RequestInit} [init] */
+  win.fetch = async function fetch(input, init) {
+    const href = input instanceof win.Request ? input.url : String(input);
+    const target = ic.match(href, routes.base());
+    if (!target) return native(input, init);
+    const request = new win.Request(input, init);
+    const body = request.body === null ? undefined : await request.arrayBuffer();
+    const { method, headers, signal, redirect, credentials } = request;
+    return routes.fetch(target, { method, headers, body, signal, redirect, credentials });
+  };
+}
+
+/**
+ * One XMLHttpRequest answered over the comm: what the native object would
+ * hold, kept beside it (the native object stays UNSENT underneath).
+ */
+class XhrExchange {
+  /** @param {string} method @param {Target} target */
+  constructor(method, target) {
+    this.method = method.toUpperCase();
+    this.target = target;
+    /** @type {[string, string][]} */
+    this.headers = [];
+    this.readyState = 1;
+    this.sent = false;
+    this.status = 0;
+    this.statusText = "";
+    /** @type {Headers | null} */
+    this.responseHeaders = null;
+    /** @type {Uint8Array[]} */
+    this.parts = [];
+    /** @type {Uint8Array | null} */
+    this.body = null;
+    /** @type {string | null} */
+    this.mime = null;
+    this.controller = new AbortController();
+    /** @type {{type: string, value: any} | null} */
+    this.cached = null;
+  }
+
+  /** The response's MIME type, as overrideMimeType and Content-Type say. */
+  contentType() {
+    return this.mime ?? this.responseHeaders?.get("content-type") ?? "";
+  }
+
+  text() {
+    const bytes = this.body ?? concat(this.parts.length ? this.parts : [new Uint8Array(0)]);
+    const charset = /;\s*charset="?([^";\s]+)/i.exec(this.contentType())?.[1] ?? "utf-8";
+    try {
+      return new TextDecoder(charset).decode(bytes);
+    } catch {
+      return new TextDecoder().decode(bytes);
+    }
+  }
+
+  /** @param {Win} win @param {"document" | ""} kind @returns {Document | null} */
+  document(win, kind) {
+    const mime = this.contentType().split(";")[0].trim().toLowerCase();
+    const xml = mime === "text/xml" || mime === "application/xml" || mime.endsWith("+xml");
+    if (!xml && !(kind === "document" && mime === "text/html")) return null;
+    const parsed = new win.DOMParser().parseFromString(this.text(), xml ? "application/xml" : "text/html");
+    return xml && parsed.querySelector("parsererror") ? null : parsed;
+  }
+
+  /** `xhr.response` for `type` once DONE. @param {Win} win @param {XMLHttpRequestResponseType} type */
+  response(win, type) {
+    if (type === "" || type === "text") return this.readyState >= 3 ? this.text() : "";
+    if (this.readyState !== 4 || this.status === 0) return null;
+    if (this.cached?.type === type) return this.cached.value;
+    const body = /** @type {Uint8Array} */ (this.body);
+    /** @type {any} */
+    let value = null;
+    if (type === "arraybuffer") value = exact(body.slice());
+    else if (type === "blob") value = new Blob([exact(body)], { type: this.contentType() });
+    else if (type === "document") value = this.document(win, "document");
+    else if (type === "json") {
+      try {
+        value = JSON.parse(new TextDecoder().decode(body));
+      } catch {
+        value = null;
+      }
+    }
+    this.cached = { type, value };
+    return value;
+  }
+}
+
+/**
+ * `XMLHttpRequest`: a route known at `open` reopens the native request on the
+ * route (the browser does the rest); otherwise the exchange goes over the comm
+ * and the patched accessors answer from an XhrExchange, with the native
+ * events (readystatechange, loadstart, progress, load, error, abort,
+ * timeout, loadend) and `on…` handlers. Synchronous requests over the comm
+ * are impossible; they are left to the browser.
+ * @param {Win} win @param {Interceptor} ic @param {ReturnType<typeof routing>} routes
+ */
+function patchXhr(win, ic, routes) {
+  const proto = win.XMLHttpRequest.prototype;
+  /** @type {WeakMap<XMLHttpRequest, XhrExchange>} */
+  const exchanges = new WeakMap();
+  const native = {
+    open: proto.open,
+    send: proto.send,
+    setRequestHeader: proto.setRequestHeader,
+    abort: proto.abort,
+    getResponseHeader: proto.getResponseHeader,
+    getAllResponseHeaders: proto.getAllResponseHeaders,
+    overrideMimeType: proto.overrideMimeType,
+  };
+  const invalid = (/** @type {string} */ message) => new DOMException(message, "InvalidStateError");
+
+  /** @param {XMLHttpRequest} xhr @param {string} type @param {number} [loaded] @param {number} [total] */
+  const fire = (xhr, type, loaded = 0, total = 0) => {
+    const init = { lengthComputable: total > 0, loaded, total };
+    xhr.dispatchEvent(type === "readystatechange" ? new Event(type) : new ProgressEvent(type, init));
+  };
+  /** Native request-error steps: DONE, then the event, then loadend. @param {XMLHttpRequest} xhr @param {XhrExchange} x @param {string} type */
+  const fail = (xhr, x, type) => {
+    x.controller.abort();
+    x.readyState = 4;
+    x.status = 0;
+    x.statusText = "";
+    x.responseHeaders = null;
+    x.parts = [];
+    fire(xhr, "readystatechange");
+    fire(xhr, type);
+    fire(xhr, "loadend");
+  };
+
+  /** @param {XMLHttpRequest} xhr @param {XhrExchange} x @param {Document | XMLHttpRequestBodyInit | null} [body] */
+  const run = async (xhr, x, body) => {
+    const payload =
+      x.method === "GET" || x.method === "HEAD" || body == null
+        ? undefined
+        : body instanceof win.Document
+          ? new win.XMLSerializer().serializeToString(body)
+          : body;
+    const timer = xhr.timeout > 0 ? setTimeout(() => exchanges.get(xhr) === x && !x.controller.signal.aborted && fail(xhr, x, "timeout"), xhr.timeout) : undefined;
+    try {
+      const response = await routes.fetch(x.target, { method: x.method, headers: x.headers, body: payload, signal: x.controller.signal });
+      if (x.controller.signal.aborted) return void response.body?.cancel();
+      x.status = response.status;
+      x.statusText = response.statusText;
+      x.responseHeaders = response.headers;
+      x.readyState = 2;
+      fire(xhr, "readystatechange");
+      const total = Number(response.headers.get("content-length")) || 0;
+      let loaded = 0;
+      const reader = response.body?.getReader();
+      for (;;) {
+        const chunk = reader ? await reader.read() : { done: true, value: undefined };
+        if (x.controller.signal.aborted) return void reader?.cancel();
+        if (chunk.done || !chunk.value) break;
+        x.parts.push(chunk.value);
+        loaded += chunk.value.byteLength;
+        x.readyState = 3;
+        fire(xhr, "readystatechange");
+        fire(xhr, "progress", loaded, total);
+      }
+      x.body = concat(x.parts.length ? x.parts : [new Uint8Array(0)]);
+      x.readyState = 4;
+      fire(xhr, "readystatechange");
+      fire(xhr, "load", loaded, total);
+      fire(xhr, "loadend", loaded, total);
+    } catch {
+      if (!x.controller.signal.aborted) fail(xhr, x, "error");
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  Object.assign(proto, {
+    /** @this {XMLHttpRequest} @param {string} method @param {string | URL} url @param {any[]} rest */
+    open(method, url, ...rest) {
+      const old = exchanges.get(this);
+      if (old) old.controller.abort();
+      exchanges.delete(this);
+      const target = ic.match(url, routes.base());
+      const sync = rest.length > 0 && !rest[0];
+      const way = target && ic.known(target);
+      if (target?.loopback && way === "route") url = ic.routed(target, routes.base());
+      if (!target || way === "route" || sync) return native.open.call(this, method, String(url), ...(/** @type {[boolean]} */ (rest.length ? rest : [true])));
+      exchanges.set(this, new XhrExchange(String(method), target));
+      fire(this, "readystatechange");
+    },
+    /** @this {XMLHttpRequest} @param {Document | XMLHttpRequestBodyInit | null} [body] */
+    send(body) {
+      const x = exchanges.get(this);
+      if (!x) return native.send.call(this, body);
+      if (x.readyState !== 1 || x.sent) throw invalid("send() needs an opened, unsent request.");
+      x.sent = true;
+      fire(this, "loadstart");
+      run(this, x, body);
+    },
+    /** @this {XMLHttpRequest} @param {string} name @param {string} value */
+    setRequestHeader(name, value) {
+      const x = exchanges.get(this);
+      if (!x) return native.setRequestHeader.call(this, name, value);
+      if (x.readyState !== 1 || x.sent) throw invalid("setRequestHeader() needs an opened, unsent request.");
+      x.headers.push([String(name), String(value)]);
+    },
+    /** @this {XMLHttpRequest} */
+    abort() {
+      const x = exchanges.get(this);
+      if (!x) return native.abort.call(this);
+      if ((x.readyState === 1 && x.sent) || x.readyState === 2 || x.readyState === 3) fail(this, x, "abort");
+      x.controller.abort();
+      x.readyState = 0;
+    },
+    /** @this {XMLHttpRequest} @param {string} name */
+    getResponseHeader(name) {
+      const x = exchanges.get(this);
+      if (!x) return native.getResponseHeader.call(this, name);
+      return x.responseHeaders?.get(name) ?? null;
+    },
+    /** @this {XMLHttpRequest} */
+    getAllResponseHeaders() {
+      const x = exchanges.get(this);
+      if (!x) return native.getAllResponseHeaders.call(this);
+      return [...(x.responseHeaders ?? [])].map(([name, value]) => `${name}: ${value}\r\n`).join("");
+    },
+    /** @this {XMLHttpRequest} @param {string} mime */
+    overrideMimeType(mime) {
+      const x = exchanges.get(this);
+      if (!x) return native.overrideMimeType.call(this, mime);
+      if (x.readyState >= 3) throw invalid("overrideMimeType() comes before the response.");
+      x.mime = String(mime);
+    },
+  });
+
+  /** @type {Record<string, (xhr: XMLHttpRequest, x: XhrExchange) => any>} */
+  const getters = {
+    readyState: (_, x) => x.readyState,
+    status: (_, x) => x.status,
+    statusText: (_, x) => x.statusText,
+    responseURL: (_, x) => (x.readyState >= 2 && x.status ? x.target.url.href.replace(/#.*/, "") : ""),
+    response: (xhr, x) => x.response(win, xhr.responseType),
+    responseText: (xhr, x) => {
+      if (xhr.responseType !== "" && xhr.responseType !== "text") throw invalid(`responseText needs responseType "" or "text".`);
+      return x.response(win, "text");
+    },
+    responseXML: (xhr, x) => {
+      if (xhr.responseType !== "" && xhr.responseType !== "document") throw invalid(`responseXML needs responseType "" or "document".`);
+      return x.readyState === 4 && x.status ? x.document(win, xhr.responseType) : null;
+    },
+  };
+  for (const [name, answer] of Object.entries(getters)) {
+    const d = desc(proto, name);
+    Object.defineProperty(proto, name, {
+      ...d,
+      /** @this {XMLHttpRequest} */
+      get() {
+        const x = exchanges.get(this);
+        return x ? answer(this, x) : /** @type {() => any} */ (d.get).call(this);
+      },
+    });
+  }
+}
+
+/**
+ * `new WebSocket(url, protocols)`: a known route opens the native socket on
+ * it; otherwise the bridge's WebSocket-like object (a probe still in flight
+ * means the comm, which works either way).
+ * @param {Win} win @param {Interceptor} ic
+ */
+function patchWebSocket(win, ic) {
+  const Native = win.WebSocket;
+  class WebSocket extends Native {
+    /** @param {string | URL} url @param {string | string[]} [protocols] */
+    constructor(url, protocols) {
+      const target = ic.match(url, win.document.baseURI);
+      if (target && ic.known(target) !== "route") {
+        // A constructor may return another object: the bridge's socket.
+        return /** @type {any} */ (ic.shared.openWebSocket(target.port, target.path, protocols));
+      }
+      super(target?.loopback ? ic.routed(target, win.document.baseURI, true) : url, protocols);
+    }
+
+    /** @param {any} value */
+    static [Symbol.hasInstance](value) {
+      return value instanceof Native || value instanceof BridgeWebSocket;
+    }
+  }
+  win.WebSocket = WebSocket;
+}
+
+/**
+ * An EventSource over a fetch of the intercepted URL (the comm, or the route
+ * once the probe has answered): the browser's events, states and
+ * reconnection with `Last-Event-ID`.
+ */
+class BridgeEventSource extends EventTarget {
+  static CONNECTING = 0;
+  static OPEN = 1;
+  static CLOSED = 2;
+  CONNECTING = 0;
+  OPEN = 1;
+  CLOSED = 2;
+
+  /**
+   * @param {string} url @param {boolean} withCredentials
+   * @param {(init: RequestInit) => Promise<Response>} fetchTarget
+   */
+  constructor(url, withCredentials, fetchTarget) {
+    super();
+    this.url = url;
+    this.withCredentials = withCredentials;
+    this.readyState = 0;
+    /** @type {((event: Event) => void) | null} */
+    this.onopen = null;
+    /** @type {((event: MessageEvent) => void) | null} */
+    this.onmessage = null;
+    /** @type {((event: Event) => void) | null} */
+    this.onerror = null;
+    this._fetch = fetchTarget;
+    this._retry = 3000;
+    this._lastEventId = "";
+    /** @type {AbortController | null} */
+    this._controller = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._timer = undefined;
+    queueMicrotask(() => this._connect());
+  }
+
+  close() {
+    this.readyState = 2;
+    clearTimeout(this._timer);
+    this._controller?.abort();
+  }
+
+  async _connect() {
+    if (this.readyState === 2) return;
+    const controller = (this._controller = new AbortController());
+    /** @type {Record<string, string>} */
+    const headers = { accept: "text/event-stream", "cache-control": "no-cache" };
+    if (this._lastEventId) headers["last-event-id"] = this._lastEventId;
+    try {
+      const response = await this._fetch({ headers, signal: controller.signal, cache: "no-store" });
+      const type = (response.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
+      if (response.status !== 200 || type !== "text/event-stream" || !response.body) {
+        await response.body?.cancel();
+        if (this.readyState === 2) return;
+        this.readyState = 2;
+        return this._fire(new Event("error"));
+      }
+      if (this.readyState === 2) return void response.body.cancel();
+      this.readyState = 1;
+      this._fire(new Event("open"));
+      const stream = new EventStream();
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      const origin = new URL(this.url).origin;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done || this.readyState === 2) break;
+        for (const event of stream.push(value)) {
+          this._lastEventId = event.lastEventId;
+          if (this.readyState === 2) break;
+          this._fire(new MessageEvent(event.type, { data: event.data, lastEventId: event.lastEventId, origin }));
+        }
+        this._lastEventId = stream.lastEventId;
+        if (stream.retry !== null) this._retry = stream.retry;
+      }
+    } catch {
+      // A dropped connection: reconnect below, as the browser would.
+    }
+    if (this.readyState === 2) return;
+    this.readyState = 0;
+    this._fire(new Event("error"));
+    if (this.readyState !== 2) this._timer = setTimeout(() => this._connect(), this._retry);
+  }
+
+  /** @param {Event} event */
+  _fire(event) {
+    const handler = /** @type {any} */ (this)[`on${event.type}`];
+    if (typeof handler === "function") handler.call(this, event);
+    this.dispatchEvent(event);
+  }
+}
+
+/**
+ * `new EventSource(url, init)`: a known route opens the native EventSource on
+ * it; otherwise a BridgeEventSource that goes the way the probe decides.
+ * @param {Win} win @param {Interceptor} ic @param {ReturnType<typeof routing>} routes
+ */
+function patchEventSource(win, ic, routes) {
+  const Native = win.EventSource;
+  if (typeof Native !== "function") return;
+  class EventSource extends Native {
+    /** @param {string | URL} url @param {EventSourceInit} [init] */
+    constructor(url, init) {
+      const target = ic.match(url, routes.base());
+      if (target && ic.known(target) !== "route") {
+        const href = target.url.href;
+        return /** @type {any} */ (new BridgeEventSource(href, Boolean(init?.withCredentials), (request) => routes.fetch(target, request)));
+      }
+      super(target?.loopback ? ic.routed(target, routes.base()) : url, init);
+    }
+
+    /** @param {any} value */
+    static [Symbol.hasInstance](value) {
+      return value instanceof Native || value instanceof BridgeEventSource;
+    }
+  }
+  win.EventSource = EventSource;
+}
+
 /** The page-wide API, created once and shared by every copy of this module. */
 function api() {
   const existing = /** @type {any} */ (globalThis).__jupyter_loopback__;
@@ -645,20 +1494,60 @@ function api() {
     openWebSocket: (port, path, protocols) => new BridgeWebSocket(registry, port, path, protocols),
     /** Resolves true once a bridge is live (false after `ms`). @param {number} [ms] */
     ready: (ms = WAIT_FOR_BRIDGE_MS) => registry.model(ms).then(Boolean),
+    /**
+     * Route this page's requests for `http://127.0.0.1:<port>` and `localhost:<port>`
+     * (and same-origin URLs under `prefix`) through the route or the comm.
+     * @param {number | string} port @param {string | null} [prefix]
+     */
+    interceptLocalhost: (port, prefix) => interceptor().add(port, prefix),
   };
+  /** @type {Interceptor | null} */
+  let shared = null;
+  const interceptor = () => (shared ??= new Interceptor(created));
+  Object.defineProperty(created, "interceptor", { get: interceptor });
   /** @type {any} */ (globalThis).__jupyter_loopback__ = created;
   return created;
+}
+
+/**
+ * Register the ports and routes in the model's synced state, now and as they
+ * change, and patch the windows its views live in.
+ * @param {Model} model @returns {() => void}
+ */
+function follow(model) {
+  const shared = api();
+  const apply = () => {
+    const ports = model.get?.("intercepted_ports");
+    const prefixes = model.get?.("intercepted_prefixes") ?? {};
+    for (const port of Array.isArray(ports) ? ports : []) shared.interceptLocalhost(port, prefixes[String(port)] ?? null);
+    for (const [port, prefix] of Object.entries(prefixes)) shared.interceptLocalhost(Number(port), String(prefix));
+  };
+  if (typeof window !== "undefined") /** @type {Interceptor} */ (shared.interceptor).watch(window);
+  apply();
+  model.on("change:intercepted_ports", apply);
+  model.on("change:intercepted_prefixes", apply);
+  return () => {
+    model.off("change:intercepted_ports", apply);
+    model.off("change:intercepted_prefixes", apply);
+  };
 }
 
 export default {
   /** Once per bridge model: subscribe it to the page's registry. @param {{model: Model}} ctx */
   initialize({ model }) {
-    return api().registry.add(model);
+    const removed = api().registry.add(model);
+    const unfollowed = follow(model);
+    return () => {
+      unfollowed();
+      removed();
+    };
   },
-  /** Views show nothing: the bridge is plumbing. @param {{model: Model, el: HTMLElement}} ctx */
+  /** Views show nothing: the bridge is plumbing (a view in another window gets the interception too). @param {{model: Model, el: HTMLElement}} ctx */
   render({ el }) {
     el.hidden = true;
+    const view = el.ownerDocument?.defaultView;
+    if (view) /** @type {Interceptor} */ (api().interceptor).watch(/** @type {Win} */ (view));
   },
 };
 
-export { BridgeWebSocket, Registry, api };
+export { BridgeEventSource, BridgeWebSocket, EventStream, Interceptor, Registry, api, parseSrcset, serializeSrcset };
