@@ -2,8 +2,10 @@
 
 Prints, one finding per line: the environment kind, the declared namespaces
 (and those that failed to load), whether the jupyter_server extension is
-enabled, the URL a kernel here would get, and, for each running
-jupyter-server this user can see, a live round trip through
+enabled, whether kernel websockets run with ``TCP_NODELAY``
+(``c.Loopback.kernel_websocket_nodelay`` in the configuration files and on a
+running server's command line), the URL a kernel here would get, and, for
+each running jupyter-server this user can see, a live round trip through
 ``<base_url>loopback/app/<port>/`` to a throwaway server on 127.0.0.1.
 Never raises: every section reports its own failure in one sentence; the
 exit status is 0.
@@ -64,16 +66,55 @@ def _namespaces() -> list[str]:
     return lines or ["none declared"]
 
 
-def _extension() -> list[str]:
+def _enabled() -> bool | None:
     from jupyter_core.paths import jupyter_config_path
     from jupyter_server.extension.config import ExtensionConfigManager
 
     manager = ExtensionConfigManager(read_config_path=jupyter_config_path())
-    enabled = manager.get_jpserver_extensions().get("loopback_asgi")  # type: ignore[no-untyped-call]
+    enabled: bool | None = manager.get_jpserver_extensions().get("loopback_asgi")  # type: ignore[no-untyped-call]
+    return enabled
+
+
+def _extension() -> list[str]:
+    enabled = _enabled()
     if enabled:
         return ["loopback_asgi is enabled for jupyter-server"]
     state = "disabled" if enabled is False else "not enabled"
     return [f"loopback_asgi is {state}: run `jupyter server extension enable loopback_asgi`"]
+
+
+def _nodelay_said(config: Any) -> str:
+    from .jupyter import Loopback
+
+    on = Loopback(config=config).kernel_websocket_nodelay
+    source = "set" if "kernel_websocket_nodelay" in config.get("Loopback", {}) else "the default"
+    return f"{'on' if on else 'OFF'} (c.Loopback.kernel_websocket_nodelay = {on}, {source})"
+
+
+def _nodelay() -> list[str]:
+    """Nagle on the kernel websockets: this configuration, and each running server's command line."""
+    from jupyter_server.serverapp import ServerApp, list_running_servers
+    from traitlets.config.loader import Config, KVArgParseConfigLoader
+
+    app = ServerApp()
+    app.load_config_file()
+    lines = [f"servers started with this configuration: {_nodelay_said(app.config)}"]
+    if not _enabled():
+        lines[0] = "inactive: the loopback_asgi extension is not enabled"
+    for info in list_running_servers():
+        try:
+            with open(f"/proc/{info.get('pid')}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0")]
+        except OSError:
+            continue  # not Linux, or not this user's process: the configuration line stands
+        at = [i for i, a in enumerate(argv) if a.startswith("--Loopback.kernel_websocket_nodelay")]
+        flags = [part for i in at for part in (argv[i : i + 1] if "=" in argv[i] else argv[i : i + 2])]
+        if flags:
+            config = Config()
+            config.merge(app.config)
+            config.merge(KVArgParseConfigLoader(flags).load_config())
+            lines.append(f"pid {info.get('pid')}, from its command line: {_nodelay_said(config)}")
+    return lines
 
 
 def _kernel_url() -> list[str]:
@@ -148,6 +189,7 @@ def doctor(*, timeout: float = 20) -> int:
     _section("environment", lambda: [environment_kind()])
     _section("namespaces", _namespaces)
     _section("jupyter-server extension", _extension)
+    _section("kernel websocket TCP_NODELAY (widget round trips)", _nodelay)
     _section("kernel URL", _kernel_url)
     _section("running servers", lambda: _servers(timeout))
     return 0

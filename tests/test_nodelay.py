@@ -24,6 +24,7 @@ from loopback_asgi.jupyter_nodelay import NoDelay, with_nodelay
 from tests.browser_fixtures import Lab, write_notebook
 from tests.jupyter_fixtures import JupyterServer, Kernel, start_jupyter, stop_jupyter
 from tests.nodelay_probe import MarkedConnection
+from tests.test_doctor import _doctor
 
 V1 = "v1.kernel.websocket.jupyter.org"
 MARKED = "tests.nodelay_probe.MarkedConnection"
@@ -177,3 +178,17 @@ def test_ipywidgets_slider_round_trip_in_jupyterlab(lab: Lab, notebook: Any) -> 
     page.keyboard.press("Enter")
     page.wait_for_function("(el) => el.textContent.trim() === '42'", arg=readout_b.element_handle(), timeout=30_000)
     assert readout_a.text_content().strip() == "21"
+
+
+def test_doctor_reports_the_switch_from_configuration_and_command_line(servers: Servers, tmp_path: Path) -> None:
+    server, _ = servers["off"]
+    (tmp_path / "jupyter_server_config.json").write_text(json.dumps({"Loopback": {"kernel_websocket_nodelay": False}}))
+    runtime = {"JUPYTER_RUNTIME_DIR": server.env["JUPYTER_RUNTIME_DIR"]}
+    default = _doctor(runtime)
+    configured = _doctor({**runtime, "JUPYTER_CONFIG_DIR": str(tmp_path)})
+    for out in (default, configured):
+        assert out.returncode == 0 and "Traceback" not in out.stdout + out.stderr, out.stderr
+        assert f"pid {server.proc.pid}, from its command line: OFF (" in out.stdout, out.stdout
+    said = "servers started with this configuration: {} (c.Loopback.kernel_websocket_nodelay = {})"
+    assert said.format("on", "True, the default") in default.stdout
+    assert said.format("OFF", "False, set") in configured.stdout
