@@ -2,7 +2,8 @@
 
 Bodies stream both ways with bounded memory and no size cap: the request body
 goes upstream as it arrives from ``receive()``, the response body goes back
-chunk by chunk from ``aiter_raw()``, so ``Content-Encoding`` stays intact.
+chunk by chunk from the transport's raw byte stream, so ``Content-Encoding``
+stays intact.
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ class HTTPRelay:
     """
 
     def __init__(self, *, max_connections: int | None = None, secrets: Collection[bytes] = ()) -> None:
-        self.transport = LoopbackTransport(max_connections=max_connections, keepalive_expiry=30)
+        self.transport = LoopbackTransport(max_connections=max_connections)
         self.secrets = frozenset(secrets)
         self.spliced = 0  # response bodies sent kernel-side (see http_protocol.py)
         self._watch: _Watch | None = None

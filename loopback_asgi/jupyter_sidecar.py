@@ -13,7 +13,8 @@ reach it. Guarantees:
   on Linux, gets ``SIGTERM`` from the kernel if the server is killed outright.
 - Idle keep-alive connections are reused only while younger than
   ``idle_seconds`` (below uvicorn's 5 s keep-alive) and not readable
-  (a readable idle socket means the peer closed it).
+  (a readable idle socket means the peer closed it); a timer closes them once
+  they expire, so a burst's leftovers go whether or not another request comes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ __all__ = ["Sidecar", "SidecarUnavailable"]
 log = logging.getLogger("loopback_asgi")
 
 PR_SET_PDEATHSIG = 1
+# Expired idle streams are closed together, up to this long after the first expires: one timer per spell.
+REAP_SLACK = 0.5
 
 
 class SidecarUnavailable(Exception):
@@ -77,6 +80,7 @@ class Sidecar:
         self.proc: SupervisedProcess | None = None
         self._lock = asyncio.Lock()
         self._idle: list[tuple[IOStream, float]] = []
+        self._reaper: asyncio.TimerHandle | None = None
         self.launches = 0
         atexit.register(self.stop)
 
@@ -147,10 +151,7 @@ class Sidecar:
     async def connect(self, *, reuse: bool = True) -> IOStream:
         """A stream to the sidecar: an idle pooled one if ``reuse``, else a new one."""
         now = time.monotonic()
-        # Oldest first: close every expired idle stream, not only those popped,
-        # so a burst's pool shrinks back once traffic calms down.
-        while self._idle and now - self._idle[0][1] >= self.idle_seconds:
-            self._idle.pop(0)[0].close()
+        self._close_expired(now)
         while reuse and self._idle:
             stream, since = self._idle.pop()
             if now - since < self.idle_seconds and not stream.closed() and not _readable(stream):
@@ -172,11 +173,30 @@ class Sidecar:
             stream.close()
             return
         self._idle.append((stream, time.monotonic()))
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().call_later(self.idle_seconds + REAP_SLACK, self._reap)
+
+    def _close_expired(self, now: float) -> None:
+        # Oldest first: the list is in release order.
+        while self._idle and now - self._idle[0][1] >= self.idle_seconds:
+            self._idle.pop(0)[0].close()
+
+    def _reap(self) -> None:
+        """Close the idle streams that expired; come back when the next one will have."""
+        now = time.monotonic()
+        self._close_expired(now)
+        self._reaper = None
+        if self._idle:
+            wait = self._idle[0][1] + self.idle_seconds - now + REAP_SLACK
+            self._reaper = asyncio.get_running_loop().call_later(wait, self._reap)
 
     def _detach(self) -> int | None:
         for stream, _ in self._idle:
             stream.close()
         self._idle.clear()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         proc, self.proc = self.proc, None
         if proc is None or not proc.running or not proc.pid:
             return None

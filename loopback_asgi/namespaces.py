@@ -152,7 +152,8 @@ class Policy:
     ``enabled``: if set, only these namespaces are served. ``disabled``: never
     served. ``ports``: intersected with each namespace's own policy.
     Timeouts, when set, replace the namespaces' own. ``max_connections`` caps
-    concurrent upstream connections per namespace host (``None``: no cap).
+    concurrent upstream HTTP connections, one limit for all upstreams together,
+    and separately upstream WebSockets (``None``: no cap).
     """
 
     enabled: frozenset[str] | None = None

@@ -67,20 +67,29 @@ byte_headers: Callable[[list[tuple[bytes, bytes]]], httpx.Headers] = (
 class LoopbackTransport(httpx.AsyncBaseTransport):
     """Pooled keep-alive HTTP/1.1 to plain-``http`` upstreams.
 
-    ``max_connections`` caps connections in use at once (waiting past the
-    ``pool`` timeout raises ``httpx.PoolTimeout``); at most ``max_idle`` idle
-    connections per upstream are kept, each for ``keepalive_expiry`` seconds.
+    ``max_connections`` caps connections in use at once, one limit for all
+    upstreams together (waiting past the ``pool`` timeout raises
+    ``httpx.PoolTimeout``). At most ``max_idle`` idle connections per upstream
+    are kept, each for ``keepalive_expiry`` seconds: one timer closes those that
+    expired, so a burst's leftovers are gone ``keepalive_expiry`` seconds after
+    it (plus ``REAP_SLACK``) whether or not another request comes. Each idle
+    connection also holds a socket, and maybe a thread, in the upstream's server.
     Proxy environment variables are never read.
     """
 
+    # Expired connections are closed together, up to this long after the first expires: one timer per spell.
+    REAP_SLACK = 0.5
+
     def __init__(
-        self, *, max_connections: int | None = None, max_idle: int = 256, keepalive_expiry: float = 30.0
+        self, *, max_connections: int | None = None, max_idle: int = 32, keepalive_expiry: float = 4.0
     ) -> None:
         self.max_idle = max_idle
+        # Below uvicorn's 5 s keep-alive, the usual upstream's: a connection is rarely reused as its server closes it.
         self.keepalive_expiry = keepalive_expiry
         self._slots = asyncio.Semaphore(max_connections) if max_connections else None
         self._idle: dict[tuple[str, int], list[tuple[float, Connection]]] = {}
         self._open: set[Connection] = set()
+        self._reaper: asyncio.TimerHandle | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -170,15 +179,38 @@ class LoopbackTransport(httpx.AsyncBaseTransport):
             conn.close()
             return
         idle = self._idle.setdefault(key, [])
-        now = time.monotonic()
-        # Drop what expired at the old end, so a burst's leftovers are closed
-        # by the next request rather than kept until the cap pushes them out.
-        while idle and (idle[0][0] <= now or len(idle) >= self.max_idle):
+        if len(idle) >= self.max_idle:
             idle.pop(0)[1].close()
         conn.idle()
-        idle.append((now + self.keepalive_expiry, conn))
+        idle.append((time.monotonic() + self.keepalive_expiry, conn))
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().call_later(self.keepalive_expiry + self.REAP_SLACK, self._reap)
+
+    def _reap(self) -> None:
+        """Close the idle connections that expired; come back when the next one will have."""
+        self._reaper = None
+        now = time.monotonic()
+        soonest: float | None = None
+        for key, idle in list(self._idle.items()):
+            # Oldest first: each list is in check-in order.
+            while idle and (idle[0][0] <= now or not idle[0][1].usable):
+                idle.pop(0)[1].close()
+            if idle:
+                soonest = idle[0][0] if soonest is None else min(soonest, idle[0][0])
+            else:
+                del self._idle[key]
+        if soonest is not None:
+            self._reaper = asyncio.get_running_loop().call_later(soonest - now + self.REAP_SLACK, self._reap)
+
+    @property
+    def idle_connections(self) -> int:
+        """How many idle connections the pool holds now."""
+        return sum(len(idle) for idle in self._idle.values())
 
     async def aclose(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         for conn in list(self._open):
             conn.close()
         self._idle.clear()

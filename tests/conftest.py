@@ -78,8 +78,8 @@ def start(cmd: Sequence[str], ready: str, *, env: dict[str, str] | None = None, 
     return Proc(popen, found[0], lines, reader)
 
 
-def start_upstream(host: str = "127.0.0.1") -> Proc:
-    return start([sys.executable, "-m", "tests.upstream", "--host", host], r"upstream listening on (\d+)")
+def start_upstream(host: str = "127.0.0.1", *args: str) -> Proc:
+    return start([sys.executable, "-m", "tests.upstream", "--host", host, *args], r"upstream listening on (\d+)")
 
 
 def start_sidecar(*args: str, env: dict[str, str] | None = None) -> Proc:

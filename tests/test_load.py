@@ -19,8 +19,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from .conftest import TOKEN, Proc
-from .jupyter_fixtures import start_jupyter, stop_jupyter
+from .conftest import TOKEN, Proc, start_upstream
+from .jupyter_fixtures import JupyterServer, start_jupyter, stop_jupyter
 from .security_fixtures import FaultUpstream, accepting, figure, open_fds, rss, wait_until
 
 HTTP_N = 500
@@ -182,3 +182,60 @@ def test_load_through_jupyter(fault_upstream: FaultUpstream, upstream: int) -> N
         )
     finally:
         stop_jupyter(server)
+
+
+BURST_HTTP = 200
+BURST_WS = 50
+SETTLE = 10.0
+
+
+async def burst(server: JupyterServer, port: int) -> None:
+    """``BURST_HTTP`` GETs at once (each held 1 s upstream, so all overlap), then ``BURST_WS`` WebSockets at once."""
+    limits = httpx.Limits(max_connections=BURST_HTTP, max_keepalive_connections=0)
+    async with httpx.AsyncClient(headers=server.auth, timeout=90, trust_env=False, limits=limits) as client:
+        url = server.loopback(port, "slow?delay=1")
+        results = await asyncio.gather(*(client.get(url) for _ in range(BURST_HTTP)))
+    assert {r.status_code for r in results} == {200}
+
+    async def one(i: int) -> None:
+        url = f"{server.ws_url}loopback/app/{port}/ws"
+        async with connect(url, additional_headers=server.auth, proxy=None, open_timeout=60) as ws:
+            await ws.send(str(i))
+            assert await asyncio.wait_for(ws.recv(), 30) == str(i)
+
+    await asyncio.gather(*(one(i) for i in range(BURST_WS)))
+
+
+@pytest.mark.slow
+def test_a_burst_through_jupyter_leaves_no_idle_connections_behind() -> None:
+    """After a burst, the sidecar's and the server's fds are back to baseline within 10 s, with no request to help.
+
+    The upstream keeps idle connections for 120 s, as tornado's servers
+    (Bokeh, Panel) keep theirs for an hour: only the pools' own timers close them.
+    """
+    upstream = start_upstream("127.0.0.1", "--timeout-keep-alive", "120")
+    server = start_jupyter("/")
+    try:
+        port = int(upstream.match[1])
+        assert httpx.get(server.loopback(port, "json"), headers=server.auth, trust_env=False).status_code == 200
+        (sidecar,) = server.sidecar_pids()
+        pids = {"sidecar": sidecar, "jupyter": server.proc.pid}
+        baseline = {name: open_fds(pid) for name, pid in pids.items()}
+        asyncio.run(burst(server, port))
+        ended = time.monotonic()
+        peak = {name: open_fds(pid) for name, pid in pids.items()}
+        seen: list[tuple[float, dict[str, int]]] = []
+
+        def back() -> bool:
+            now = {name: open_fds(pid) for name, pid in pids.items()}
+            seen.append((time.monotonic() - ended, now))
+            return all(now[name] <= baseline[name] + 2 for name in pids)
+
+        settled = wait_until(back, SETTLE, interval=0.25)
+        trace = [f"{t:.1f}s {fds}" for t, fds in seen[:: max(1, len(seen) // 12)]]
+        figure("test_load::burst", "open fds baseline / right after the burst", f"{baseline} / {peak}")
+        figure("test_load::burst", "open fds after the burst", trace + [f"{seen[-1][0]:.1f}s {seen[-1][1]}"])
+        assert settled, (baseline, peak, trace)
+    finally:
+        stop_jupyter(server)
+        upstream.stop()

@@ -46,7 +46,7 @@ async def keep_alive(peer: Peer) -> None:
 
 
 @contextlib.asynccontextmanager
-async def pool(**options: int) -> AsyncIterator[tuple[LoopbackTransport, httpx.AsyncClient]]:
+async def pool(**options: float) -> AsyncIterator[tuple[LoopbackTransport, httpx.AsyncClient]]:
     transport = LoopbackTransport(**options)
     async with httpx.AsyncClient(transport=transport, timeout=WAIT, trust_env=False) as client:
         yield transport, client
@@ -614,6 +614,39 @@ async def test_an_expired_idle_connection_is_closed_not_reused() -> None:
             assert (await client.get(f"{server.url}/{i}")).content == b"ok /%d" % i
         assert len(server.peers) == 3
         await asyncio.wait_for(asyncio.gather(*(p.done.wait() for p in server.peers[:2])), WAIT)
+
+
+async def test_idle_connections_are_closed_on_a_timer_without_another_request() -> None:
+    """A burst's idle connections close once they expire, though no later request comes to notice."""
+    async with ScriptedServer(keep_alive) as server, pool(keepalive_expiry=0.2) as (transport, client):
+        await asyncio.gather(*(client.get(f"{server.url}/{i}") for i in range(5)))
+        assert len(server.peers) == 5 and transport.idle_connections == 5
+        started = time.monotonic()
+        await asyncio.wait_for(asyncio.gather(*(p.done.wait() for p in server.peers)), WAIT)
+        assert time.monotonic() - started < 0.2 + LoopbackTransport.REAP_SLACK + 0.5
+        assert transport.idle_connections == 0
+        # The pool still works, and arms its timer again.
+        assert (await client.get(f"{server.url}/again")).content == b"ok /again"
+        await asyncio.wait_for(server.peers[-1].done.wait(), WAIT)
+
+
+async def test_the_idle_pool_is_bounded_by_default() -> None:
+    async with ScriptedServer(keep_alive) as server, pool() as (transport, client):
+        await asyncio.gather(*(client.get(f"{server.url}/{i}") for i in range(transport.max_idle + 8)))
+        assert transport.max_idle <= 32 and transport.keepalive_expiry < 5
+        assert transport.idle_connections == transport.max_idle
+        await until(lambda: sum(p.done.is_set() for p in server.peers) == 8)
+
+
+async def test_max_connections_is_one_limit_for_all_upstreams() -> None:
+    """As docs/admin-policy.md says: a connection in use to one upstream takes the only slot from another."""
+    async with ScriptedServer(keep_alive) as one, ScriptedServer(keep_alive) as two:
+        async with pool(max_connections=1) as (transport, client):
+            held = await transport.handle_async_request(client.build_request("GET", f"{one.url}/held"))
+            with pytest.raises(httpx.PoolTimeout):
+                await client.get(f"{two.url}/waits", timeout=httpx.Timeout(WAIT, pool=0.2))
+            await held.aclose()
+            assert (await client.get(f"{two.url}/now")).content == b"ok /now"
 
 
 async def test_an_early_answer_while_the_body_is_still_streaming_stands() -> None:

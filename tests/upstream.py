@@ -190,6 +190,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--host", default="127.0.0.1")
+    # Idle keep-alive seconds; tornado (Bokeh, Panel) keeps idle connections for an hour by default.
+    parser.add_argument("--timeout-keep-alive", type=int, default=5)
     args = parser.parse_args()
     # IPPROTO_TCP so asyncio turns Nagle off on accepted sockets (proto 0 is inherited and
     # skipped): otherwise every small response waits ~40 ms for a delayed ACK.
@@ -198,7 +200,14 @@ def main() -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     sock.listen(1024)
-    config = uvicorn.Config(app, log_level="critical", ws_max_size=2**31, ws_per_message_deflate=False, lifespan="off")
+    config = uvicorn.Config(
+        app,
+        log_level="critical",
+        ws_max_size=2**31,
+        ws_per_message_deflate=False,
+        lifespan="off",
+        timeout_keep_alive=args.timeout_keep_alive,
+    )
     print(f"upstream listening on {sock.getsockname()[1]}", flush=True)
     uvicorn.Server(config).run(sockets=[sock])  # uvicorn's loop choice: uvloop when installed
 
