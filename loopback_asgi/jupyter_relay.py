@@ -11,8 +11,10 @@ HTTP-or-WebSocket dispatch. Everything that carries bytes is its own:
   is a few chunks, whatever the size; nothing is buffered, nothing is capped.
 - WebSocket: see :mod:`.jupyter_websocket`.
 - Jupyter's credentials stay here: an ``Authorization`` header that Jupyter
-  authenticated the request with is not forwarded (the sidecar also drops
-  ``token`` headers, ``?token=``, ``_xsrf`` and Jupyter/Hub cookies).
+  authenticated the request with is not forwarded, nor an ``X-XSRFToken`` (or
+  ``X-CSRFToken``) carrying Jupyter's own ``_xsrf`` token; an app's token of
+  the same name passes (the sidecar also drops ``token`` headers,
+  ``?token=``, ``_xsrf`` and Jupyter/Hub cookies).
 - CSRF: Jupyter's ``_xsrf`` check is replaced for this route by the
   ``Sec-Fetch-Site``/``Origin`` check, since the proxied app cannot know ``_xsrf``.
 """
@@ -38,6 +40,7 @@ __all__ = ["RelayMixin"]
 
 DRAIN_LIMIT = 2**20
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+XSRF_HEADERS = frozenset({"x-xsrftoken", "x-csrftoken"})  # the names tornado reads Jupyter's _xsrf token from
 CREDENTIAL = re.compile(r"\s*(token|bearer)\s+(\S+)\s*$", re.IGNORECASE)
 # Methods beyond tornado's seven that apps behind the route use (WebDAV,
 # CalDAV, the QUERY draft): the relay passes them like any other.
@@ -118,6 +121,18 @@ class RelayMixin(WebSocketRelayMixin):
         # was not in the URL: it came from this header.
         return bool(getattr(self, "_token_authenticated", False)) and not self.get_argument("token", "")
 
+    def _is_jupyter_xsrf(self, value: str) -> bool:
+        """Whether ``value`` is Jupyter's XSRF token: tornado's own check of it against the ``_xsrf`` cookie passes."""
+        # tornado's check reads the first of ?_xsrf=, X-XSRFToken, X-CSRFToken: it judges ``value`` only if that is it.
+        headers = self.request.headers
+        if (self.get_argument("_xsrf", None) or headers.get("X-Xsrftoken") or headers.get("X-Csrftoken")) != value:
+            return False
+        try:
+            web.RequestHandler.check_xsrf_cookie(self)
+        except web.HTTPError:
+            return False  # no _xsrf cookie, or another token: the app's own
+        return True
+
     def _upstream_path(self) -> str:
         uri = self.request.uri or "/"
         rest = uri[len(self.strip) :] if uri.startswith(self.strip) else uri
@@ -136,6 +151,8 @@ class RelayMixin(WebSocketRelayMixin):
             if websocket and (low.startswith("sec-websocket-") or low == "host"):
                 continue
             if low == "authorization" and self._is_jupyter_credential(value):
+                continue
+            if low in XSRF_HEADERS and self._is_jupyter_xsrf(value):
                 continue
             out.append((name, value))
         # The sidecar trusts these: only this server can reach its socket.

@@ -126,6 +126,30 @@ def test_jupyter_credentials_never_reach_the_upstream(jupyter_base: JupyterServe
         assert "authorization" not in dict(headers)
 
 
+def test_jupyters_xsrf_header_never_reaches_the_upstream_an_apps_own_does(
+    jupyter_base: JupyterServer, upstream: int
+) -> None:
+    url = jupyter_base.loopback(upstream, "headers")
+    with jupyter_base.client() as c:
+        c.get(f"{jupyter_base.url}login").raise_for_status()  # the login form sets Jupyter's _xsrf cookie
+        xsrf = c.cookies["_xsrf"]
+        auth = jupyter_base.auth
+        # As JupyterLab sends it: the cookie's value in X-XSRFToken (on a POST too).
+        for method in ("GET", "POST"):
+            r = c.request(method, url.replace("headers", "echo"), headers={**auth, "X-XSRFToken": xsrf})
+            assert r.status_code == 200, r.text
+            sent = dict(r.json()["headers"])
+            assert "x-xsrftoken" not in sent and xsrf not in repr(sent)
+        r = c.get(url, headers={**auth, "X-CSRFToken": xsrf})
+        assert "x-csrftoken" not in dict(r.json())
+        # The app's own token of the same name is the app's business.
+        r = c.get(url, headers={**auth, "X-XSRFToken": "the-apps-own"})
+        assert dict(r.json())["x-xsrftoken"] == "the-apps-own"
+        c.cookies.clear()
+        r = c.get(url, headers={**auth, "X-XSRFToken": xsrf})  # no _xsrf cookie: nothing for it to be Jupyter's
+        assert dict(r.json())["x-xsrftoken"] == xsrf
+
+
 def test_csrf_cross_site_refused_same_origin_passes_without_xsrf(jupyter_base: JupyterServer, upstream: int) -> None:
     url = jupyter_base.loopback(upstream, "upload")
     me = f"http://127.0.0.1:{jupyter_base.port}"
