@@ -6,7 +6,7 @@ PY      = $(VENV)/bin/python
 COMPAT ?= .venv-compat
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test lint bench clean
+.PHONY: setup system-deps demo test lint bench docs docs-serve clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,13 @@ bench: setup
 	@command -v wrk >/dev/null && command -v curl >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq wrk curl >/dev/null; } || true
 	$(PY) benchmarks/run.py
+
+# The docs site (MkDocs): built strictly, so a warning or a broken link fails.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 clean:
 	rm -rf $(VENV) $(COMPAT) node_modules .coverage* .pytest_cache .mypy_cache .ruff_cache

@@ -60,6 +60,7 @@ def assert_websocket(opened: Opened, port: str) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.proves("jupyterlab", "route")
 def test_bokeh(lab: Lab, notebook: Any) -> None:
     opened, port = run_recipe(lab, notebook, "bokeh")
     frame = opened.frame()
@@ -74,6 +75,7 @@ def test_bokeh(lab: Lab, notebook: Any) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.proves("jupyterlab", "route")
 def test_dash(lab: Lab, notebook: Any) -> None:
     opened, port = run_recipe(lab, notebook, "dash")
     frame = opened.frame()
@@ -88,6 +90,7 @@ def test_dash(lab: Lab, notebook: Any) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.proves("jupyterlab", "route")
 def test_panel(lab: Lab, notebook: Any) -> None:
     opened, port = run_recipe(lab, notebook, "panel")
     frame = opened.frame()
@@ -98,6 +101,7 @@ def test_panel(lab: Lab, notebook: Any) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.proves("jupyterlab", "route")
 def test_fastapi(lab: Lab, notebook: Any) -> None:
     opened, port = run_recipe(lab, notebook, "fastapi")
     frame = opened.frame()
@@ -111,6 +115,7 @@ def test_fastapi(lab: Lab, notebook: Any) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.proves("jupyterlab", "route")
 def test_library_author(lab: Lab, notebook: Any) -> None:
     opened, port = run_recipe(lab, notebook, "library-authors", namespace="mylib")
     frame = opened.frame()

@@ -432,6 +432,7 @@ PAGE = """async (port) => {
 
 
 @pytest.mark.browser
+@pytest.mark.proves("jupyterlab", "bridge")
 async def test_bridge_in_jupyterlab(comm_lab: Lab) -> None:
     """A notebook cell enables the bridge and starts a server; the page uses request, fetch and openWebSocket."""
     from playwright.async_api import async_playwright

@@ -111,6 +111,7 @@ def hub() -> Iterator[JupyterServer]:
         proc.stop()
 
 
+@pytest.mark.proves("jupyterhub", "route")
 async def test_hub_user_kernel_gets_user_prefix_and_route_reaches_it(hub: JupyterServer) -> None:
     kernel = Kernel.start(hub)
     try:

@@ -45,6 +45,7 @@ def kernel(request: pytest.FixtureRequest) -> Iterator[Kernel]:
     k.shutdown()
 
 
+@pytest.mark.proves("jupyterlab", "route")
 async def test_kernel_gets_the_route_and_it_reaches_the_kernels_server(kernel: Kernel) -> None:
     server = kernel.server
     found = json.loads(await kernel.execute("import json\n" + SERVE_IN_KERNEL))
