@@ -6,7 +6,7 @@ PY      = $(VENV)/bin/python
 COMPAT ?= .venv-compat
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test lint bench docs docs-serve clean
+.PHONY: setup system-deps demo test lint bench bench-widgets docs docs-serve clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ bench: setup
 	@command -v wrk >/dev/null && command -v curl >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq wrk curl >/dev/null; } || true
 	$(PY) benchmarks/run.py
+
+# Widget round trips in JupyterLab and Chromium, Nagle on and off on the
+# kernel websocket (docs/benchmarks.md); not part of `make test`.
+bench-widgets: system-deps setup
+	$(PY) benchmarks/widget_latency.py $(BENCH_ARGS)
 
 # The docs site (MkDocs): built strictly, so a warning or a broken link fails.
 docs: setup
