@@ -30,18 +30,13 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from tornado import httputil
 
-from .websocket_wire import client_frame_head
+from .websocket_wire import client_frame, close_payload
 
 __all__ = ["CLOSE_WAIT", "Refused", "SidecarWebSocket", "connect"]
 
 CLOSE_WAIT = 5.0
 MAX_HEAD = 256 * 1024
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-# Client frames must be masked (RFC 6455 §5.3) so that script-chosen bytes cannot
-# look like another protocol to an intermediary. Between this server and its
-# own sidecar on a private unix socket there is none, so the key is zero and
-# masking costs nothing; the sidecar unmasks as the RFC says.
-ZERO_MASK = b"\0\0\0\0"
 
 OnMessage = Callable[["SidecarWebSocket", bytes | None, bool], Awaitable[None] | None]
 
@@ -157,19 +152,13 @@ class SidecarWebSocket(asyncio.Protocol):
         if self._closing or self.transport is None or self.transport.is_closing():
             return
         self._closing = True
-        payload = b"" if code is None else struct.pack("!H", code) + (reason or "").encode()[:123]
-        self._write_frame(0x8, payload)
+        self._write_frame(0x8, b"" if code is None else close_payload(code, reason or ""))
         self._close_timer = asyncio.get_running_loop().call_later(CLOSE_WAIT, self.transport.abort)
 
     def _write_frame(self, opcode: int, payload: bytes) -> None:
+        # Masked with a fresh random key (RFC 6455 §5.3's MUST), by websockets' C code.
         assert self.transport is not None
-        n = len(payload)
-        head = client_frame_head(opcode, n)
-        if n < 65536:
-            self.transport.write(head + ZERO_MASK + payload)
-        else:  # no copy of a big payload just to prepend its header
-            self.transport.write(head + ZERO_MASK)
-            self.transport.write(payload)
+        self.transport.write(client_frame(opcode, payload))
 
     # Receiving
 

@@ -42,7 +42,7 @@ try:  # websockets' C masking, as websockets itself picks it
 except ImportError:  # pragma: no cover - a build without the C extension
     from websockets.utils import apply_mask
 
-__all__ = ["Closed", "Upstream", "client_frame", "client_frame_head", "open_upstream", "server_frame"]
+__all__ = ["Closed", "Upstream", "client_frame", "client_frame_head", "close_payload", "open_upstream", "server_frame"]
 
 # Whole, unfragmented data frames up to this size are split off the input
 # here and become messages at once; websockets' parser takes everything else
@@ -72,6 +72,19 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
     """
     mask = os.urandom(4)
     return client_frame_head(opcode, len(payload)) + mask + apply_mask(payload, mask)
+
+
+def close_payload(code: int, reason: str) -> bytes:
+    """A close frame's payload: the code, then ``reason`` cut to 123 bytes at a character boundary.
+
+    RFC 6455 §5.5 allows 125 bytes in a control frame, and §5.5.1 wants the
+    reason valid UTF-8: a cut inside a character would make the peer fail the
+    connection instead of reading the close.
+    """
+    encoded = reason.encode()
+    if len(encoded) > 123:
+        encoded = encoded[:123].decode("utf-8", "ignore").encode()
+    return struct.pack("!H", code) + encoded
 
 
 def server_frame(opcode: int, payload: bytes) -> bytes:

@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.server import ServerConnection, unix_serve
+from websockets.frames import Frame
 from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from loopback_asgi.jupyter_ws_client import Refused, SidecarWebSocket, connect
 
@@ -166,3 +169,66 @@ async def test_message_over_the_limit_closes_with_1009() -> None:
                 break
             await asyncio.sleep(0.01)
     assert got == [1009]
+
+
+async def test_frames_are_masked_with_unpredictable_keys() -> None:
+    """RFC 6455 §5.3: each client frame's masking key is fresh and unpredictable (not zero).
+
+    A real websockets ``ServerProtocol`` answers the handshake and decodes the
+    frames; the raw bytes are kept to read each frame's key. The messages are
+    zero bytes, so a frame's masked payload is its key repeated.
+    """
+    raw = bytearray()
+    messages: list[bytes] = []
+    got_all = asyncio.Event()
+    count, size = 8, 16
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        protocol = ServerProtocol()
+        while not got_all.is_set():
+            data = await asyncio.wait_for(reader.read(65536), 10)
+            assert data
+            if protocol.handshake_exc is None and protocol.state is State.OPEN:
+                raw.extend(data)
+            protocol.receive_data(data)
+            for event in protocol.events_received():
+                if isinstance(event, Request):
+                    protocol.send_response(protocol.accept(event))
+                elif isinstance(event, Frame):
+                    messages.append(event.data)
+                    if len(messages) == count:
+                        got_all.set()
+            writer.write(b"".join(protocol.data_to_send()))
+        writer.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "sock")
+        listener = await asyncio.start_unix_server(handle, path)
+        async with listener:
+            ws = await open_ws(path, Inbox())
+            for _ in range(count):
+                ws.send(b"\0" * size, True)
+            await asyncio.wait_for(got_all.wait(), 10)
+            ws.transport.abort()  # type: ignore[union-attr]
+    assert messages == [b"\0" * size] * count
+    frames = [bytes(raw[i : i + 2 + 4 + size]) for i in range(0, count * (2 + 4 + size), 2 + 4 + size)]
+    keys = [frame[2:6] for frame in frames]
+    assert all(frame[1] == 0x80 | size and frame[6:] == frame[2:6] * (size // 4) for frame in frames)
+    assert b"\0\0\0\0" not in keys and len(set(keys)) == count
+
+
+async def test_a_long_close_reason_is_cut_at_a_character_boundary() -> None:
+    """A close reason is at most 123 bytes (RFC 6455 §5.5) and stays valid UTF-8 (§5.5.1)."""
+    received: list[tuple[int, str] | None] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+        rcvd = ws.protocol.close_rcvd
+        received.append(None if rcvd is None else (rcvd.code, rcvd.reason))
+
+    inbox = Inbox()
+    async with server(handler) as path:
+        ws = await open_ws(path, inbox)
+        ws.close(4000, "é" * 70)  # 140 bytes; byte 123 falls inside a character
+        await inbox.wait(1)
+    assert received == [(4000, "é" * 61)]
