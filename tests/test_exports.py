@@ -6,6 +6,7 @@ import importlib
 
 import pytest
 
+import jupyter_loopback
 import loopback_asgi
 
 PROMISED = {
@@ -24,6 +25,38 @@ def test_loopback_asgi_exports() -> None:
     assert set(loopback_asgi.__all__) == PROMISED
     for name in PROMISED:
         assert getattr(loopback_asgi, name) is not None
+
+
+# 0.3.3's __all__, plus __version__ (0.3.3 had it too, outside __all__).
+PROMISED_0_3 = {
+    "CommBridge",
+    "LoopbackProxyHandler",
+    "RequestHandler",
+    "__version__",
+    "autodetect_prefix",
+    "enable_comm_bridge",
+    "intercept_localhost",
+    "is_comm_bridge_enabled",
+    "is_in_jupyter_kernel",
+    "off_request",
+    "on_request",
+    "setup_proxy_handler",
+}
+
+
+def test_jupyter_loopback_exports() -> None:
+    assert set(jupyter_loopback.__all__) == PROMISED_0_3
+    for name in PROMISED_0_3:
+        assert getattr(jupyter_loopback, name) is not None
+    assert jupyter_loopback.__version__ == loopback_asgi.__version__
+
+
+@pytest.mark.parametrize("module", ["_comm", "_server"])
+def test_jupyter_loopback_modules_declare_all(module: str) -> None:
+    mod = importlib.import_module(f"jupyter_loopback.{module}")
+    assert mod.__all__
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"jupyter_loopback.{module}.{name}"
 
 
 @pytest.mark.parametrize(
