@@ -914,6 +914,7 @@ function patchImages(win, ic, routes) {
   const img = win.HTMLImageElement.prototype;
   const source = win.HTMLSourceElement.prototype;
   const nativeSetAttribute = win.Element.prototype.setAttribute;
+  const nativeRemoveAttribute = win.Element.prototype.removeAttribute;
   /** @type {Map<object, Record<string, PropertyDescriptor>>} */
   const natives = new Map();
   natives.set(img, { src: desc(img, "src"), srcset: desc(img, "srcset") });
@@ -989,6 +990,10 @@ function patchImages(win, ic, routes) {
       setNative(el, attr, rewrite(urls));
       return true;
     }
+    // Parsed HTML already holds the URL: take it away until the answer is
+    // here, or the browser asks the port itself (with no attribute it asks
+    // nothing and fires no error).
+    if (parsed) nativeRemoveAttribute.call(el, attr);
     /** @type {string[]} */
     const created = [];
     Promise.all(
@@ -1053,6 +1058,41 @@ function patchImages(win, ic, routes) {
     if (!(node instanceof win.Element)) return;
     if (node instanceof win.HTMLImageElement || node instanceof win.HTMLSourceElement) check(node);
     for (const el of node.querySelectorAll("img[src], img[srcset], source[srcset]")) check(el);
+  };
+  // HTML parsed here is routed before the browser's image loading (a
+  // microtask later) asks for it; the observer catches the rest, late.
+  const element = win.Element.prototype;
+  const inner = desc(element, "innerHTML");
+  const outer = desc(element, "outerHTML");
+  const adjacent = element.insertAdjacentHTML;
+  const contextual = win.Range.prototype.createContextualFragment;
+  Object.defineProperty(element, "innerHTML", {
+    ...inner,
+    /** @this {Element} @param {string} html */
+    set(html) {
+      /** @type {(v: string) => void} */ (inner.set).call(this, html);
+      scan(this);
+    },
+  });
+  Object.defineProperty(element, "outerHTML", {
+    ...outer,
+    /** @this {Element} @param {string} html */
+    set(html) {
+      const parent = this.parentElement;
+      /** @type {(v: string) => void} */ (outer.set).call(this, html);
+      if (parent) scan(parent);
+    },
+  });
+  /** @this {Element} @param {InsertPosition} position @param {string} html */
+  element.insertAdjacentHTML = function insertAdjacentHTML(position, html) {
+    adjacent.call(this, position, html);
+    scan(this.parentElement ?? this);
+  };
+  /** @this {Range} @param {string} html */
+  win.Range.prototype.createContextualFragment = function createContextualFragment(html) {
+    const fragment = contextual.call(this, html);
+    for (const child of fragment.children) scan(child);
+    return fragment;
   };
   new win.MutationObserver((records) => {
     for (const record of records) {
