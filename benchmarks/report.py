@@ -175,3 +175,98 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
         else:
             out.append((name, verdict[0], "PASS" if verdict[1] else "MISS"))
     return out
+
+
+def user_figures(results: Results) -> str:
+    """What the full chain's figures mean for a user, worked out from them (Markdown bullets)."""
+    lines = []
+    p50 = _num(results, "get_p50", "chain")
+    rps = _num(results, "rps16", "chain")
+    if p50 is not None and rps is not None:
+        # A browser opens at most 6 HTTP/1.1 connections to one origin.
+        tiles = 200 / min(rps, 6 / p50)
+        lines.append(
+            f"- **A tile map of 200 tiles** (a full view of a localtileserver or ipyleaflet map, fetched over a "
+            f"browser's 6 connections): about {tiles * 1000:,.0f} ms of proxy time for all of them, on top of "
+            "the tile server's own work."
+        )
+    ws = _num(results, "ws_p50", "chain")
+    if ws is not None:
+        lines.append(
+            f"- **A Bokeh or Panel slider drag**: each update is a WebSocket message; the chain's round trip is "
+            f"{ws * 1000:.2f} ms, so the proxy allows about {1 / ws:,.0f} updates a second, far more than a "
+            "60 Hz drag sends."
+        )
+    gb = _num(results, "gb1", "chain")
+    if gb is not None:
+        lines.append(
+            f"- **A 1 GB download** (a raster, a model, a data export): about {1000 / gb:,.1f} s at "
+            f"{gb:,.0f} MB/s, with memory bounded whatever the size."
+        )
+    sse = _num(results, "sse_any", "chain")
+    if sse is not None:
+        lines.append(
+            f"- **A progress bar fed by server-sent events**: each event reaches the page {sse * 1000:.1f} ms "
+            "after the server sends it, whatever `Accept` header the page's code sends."
+        )
+    return "\n".join(lines)
+
+
+CHART = ("get_p50", "rps16", "gb1", "ws_p50")
+
+
+def svg_chart(results: Results, rows: list[tuple[str, str]]) -> str:
+    """A bar chart (SVG) of each route's cost against direct: ×1 is direct, shorter is better.
+
+    Latencies show as value / direct, throughputs as direct / value, so every bar
+    reads "times slower than direct"; a failed or skipped route has no bar.
+    """
+    metrics = [m for m in METRICS if m.key in CHART and isinstance(results.get(m.key, {}).get("direct"), float)]
+    others = [(key, label) for key, label in rows if key != "direct"]
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
+    bar_h, gap, left, width = 14, 10, 260, 420
+    height = 40 + len(metrics) * (len(others) * bar_h + gap + 18) + 20 * len(others)
+    worst = 1.0
+    cells: list[list[float | None]] = []
+    for metric in metrics:
+        direct = results[metric.key]["direct"]
+        row: list[float | None] = []
+        for key, _ in others:
+            value = results[metric.key].get(key)
+            if isinstance(value, float) and isinstance(direct, float) and value > 0:
+                row.append(value / direct if not metric.higher_is_better else direct / value)
+            else:
+                row.append(None)
+        worst = max([worst, *(v for v in row if v is not None)])
+        cells.append(row)
+    scale = width / worst
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 80}" height="{height}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<text x="{left}" y="16">times slower than direct (1× = direct; shorter is better)</text>',
+    ]
+    y = 30
+    for metric, row in zip(metrics, cells, strict=True):
+        out.append(f'<text x="4" y="{y + 12}" font-weight="bold">{_esc(metric.label)}</text>')
+        y += 18
+        for (_, label), colour, ratio in zip(others, colours, row, strict=False):
+            out.append(f'<text x="12" y="{y + bar_h - 3}">{_esc(label)}</text>')
+            if ratio is None:
+                out.append(f'<text x="{left + 4}" y="{y + bar_h - 3}" fill="#777">fails or skipped</text>')
+            else:
+                out.append(
+                    f'<rect x="{left}" y="{y}" width="{max(ratio * scale, 1):.1f}" height="{bar_h - 2}" '
+                    f'fill="{colour}"/>'
+                )
+                out.append(f'<text x="{left + ratio * scale + 4:.1f}" y="{y + bar_h - 3}">{ratio:.2f}×</text>')
+            y += bar_h
+        y += gap
+    out.append(
+        f'<line x1="{left + scale:.1f}" y1="24" x2="{left + scale:.1f}" y2="{y}" stroke="#000" stroke-dasharray="3,3"/>'
+    )
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "")

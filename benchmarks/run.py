@@ -41,6 +41,9 @@ DOCS = servers.ROOT / "docs" / "benchmarks.md"
 README = servers.ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SUMMARY_START, SUMMARY_END = "<!-- bench-summary:start -->", "<!-- bench-summary:end -->"
+# The run the docs show: its figures, and the chart drawn from them.
+DOCS_JSON = servers.ROOT / "docs" / "data" / "bench-http.json"
+DOCS_SVG = servers.ROOT / "docs" / "img" / "bench-http.svg"
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -245,16 +248,26 @@ class Bench:
         return record
 
 
-def render(record: dict[str, Any]) -> tuple[str, str]:
-    """The docs' text (meta line, results, notes, targets) and the README's summary, from a saved run."""
+def render(record: dict[str, Any]) -> tuple[str, str, str]:
+    """The docs' text (meta line, chart, what it means, results, notes, targets), the README's summary and
+    the chart's SVG, from a saved run."""
     results, rows = record["results"], list(record["rows"].items())
     tables = report.markdown_tables(results, rows, report.targets(results))
     summary = report.summary_table(results, rows)
     when = record.get("when", "time not recorded")
+    chart = f"![Each route against direct]({DOCS_SVG.relative_to(DOCS.parent)})"
+    meaning = report.user_figures(results)
     return (
-        f"{record['meta']}\n\n{tables}\n",
+        f"{record['meta']}\n\n{chart}\n\nWhat the full chain's figures mean for a user:\n\n{meaning}\n\n{tables}\n",
         f"{summary}\n\nOne run of `make bench` on a shared 2-core machine ({when}).\n",
+        report.svg_chart(results, rows),
     )
+
+
+def block(path: Path, start: str, end: str) -> str:
+    """What lies between the ``start`` and ``end`` markers of ``path``."""
+    doc = path.read_text()
+    return doc.split(start, 1)[1].split(end, 1)[0].removeprefix("\n")
 
 
 def why(exc: BaseException) -> str:
@@ -289,19 +302,41 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=None, help="requests per req/s run")
     parser.add_argument("--rounds", type=int, default=4, help="turns over the routes for latency samples")
     parser.add_argument("--from-json", type=Path, help="measure nothing: show (and write) a saved run")
+    parser.add_argument(
+        "--check-docs", action="store_true", help="exit 1 unless the docs show the saved run of docs/data/ exactly"
+    )
     args = parser.parse_args()
     args.samples = args.samples or (200 if args.quick else 3000)
     args.requests = args.requests or (500 if args.quick else 4000)
+    if args.check_docs:
+        text, summary, svg = render(json.loads(DOCS_JSON.read_text()))
+        stale = [
+            str(path.relative_to(servers.ROOT))
+            for path, ok in (
+                (DOCS, block(DOCS, START, END) == text),
+                (README, block(README, SUMMARY_START, SUMMARY_END) == summary),
+                (DOCS_SVG, DOCS_SVG.is_file() and DOCS_SVG.read_text() == svg),
+            )
+            if not ok
+        ]
+        if stale:
+            print(f"not what {DOCS_JSON.relative_to(servers.ROOT)} gives: {', '.join(stale)}", file=sys.stderr)
+            return 1
+        return 0
     if args.from_json:
         record = json.loads(args.from_json.read_text())
     else:
         record = asyncio.run(Bench(args).run())
-    text, summary = render(record)
+    text, summary, svg = render(record)
     print("\n" + text)
     if args.write_docs:
+        DOCS_JSON.parent.mkdir(exist_ok=True)
+        DOCS_SVG.parent.mkdir(exist_ok=True)
+        DOCS_JSON.write_text(json.dumps(record, indent=1) + "\n")
+        DOCS_SVG.write_text(svg)
         replace_block(DOCS, START, END, text)
         replace_block(README, SUMMARY_START, SUMMARY_END, summary)
-        print(f"tables written to {DOCS} and {README}")
+        print(f"tables written to {DOCS} and {README}; the run to {DOCS_JSON}, its chart to {DOCS_SVG}")
     return 0
 
 

@@ -57,8 +57,10 @@ class Proc:
         self.popen.wait(10)
 
 
-def start(cmd: Sequence[str], ready: str, *, env: dict[str, str] | None = None, timeout: float = 60) -> Proc:
-    """Start ``cmd`` and wait (at most ``timeout`` s) for an output line matching ``ready``."""
+def start(
+    cmd: Sequence[str], ready: str, *, env: dict[str, str] | None = None, timeout: float = 60, cwd: Path = ROOT
+) -> Proc:
+    """Start ``cmd`` in ``cwd`` and wait (at most ``timeout`` s) for an output line matching ``ready``."""
     popen = subprocess.Popen(
         list(cmd),
         stdout=subprocess.PIPE,
@@ -66,7 +68,7 @@ def start(cmd: Sequence[str], ready: str, *, env: dict[str, str] | None = None, 
         stdin=subprocess.DEVNULL,
         text=True,
         env=env if env is not None else {**os.environ, "PYTHONUNBUFFERED": "1"},
-        cwd=ROOT,
+        cwd=cwd,
         start_new_session=True,
     )
     pattern = re.compile(ready)
@@ -165,7 +167,9 @@ def start_jupyter(
         f"--ServerApp.root_dir={tmp / 'root'}",
         *(["--allow-root"] if os.geteuid() == 0 else []),
     ]
-    proc = start(cmd, r"is running at", env=env, timeout=90)
+    # Not from the checkout: ``python -m`` puts the working directory first on
+    # sys.path, where this project's ``jupyter_loopback`` would shadow 0.3.3's.
+    proc = start(cmd, r"is running at", env=env, timeout=90, cwd=tmp)
     return proc, f"http://127.0.0.1:{port}"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,3 +101,23 @@ def test_works_where_names_only_marked_tests(tmp_path: Path) -> None:
     )
     found = works_where.proofs(tmp_path)
     assert found == {("marimo", "bridge"): [f"{tmp_path.name}/test_scratch.py::test_one"]}
+
+
+def test_js_reference_matches_the_source() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "js_reference.py"), "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_benchmark_page_is_what_its_saved_run_gives() -> None:
+    run = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--check-docs"]
+    out = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+def test_the_modules_the_architecture_page_names_exist() -> None:
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"\b(?:loopback_asgi|comm_bridge|jupyter_loopback)/[\w/]+\.(?:py|js)\b", page))
+    assert len(named) >= 20
+    assert not [path for path in sorted(named) if not (ROOT / path).is_file()]
