@@ -264,7 +264,8 @@ def test_fetch_string_url_and_request(page: Page) -> None:
             """const json = async (r) => [r.status, r.url, await r.json()];
             const results = {};
             for (const port of [comm, route]) {
-              const post = new Request(upstream(port, "/echo?q=1"), {method: "POST", body: "hello", headers: {"x-mine": "a"}});
+              const init = {method: "POST", body: "hello", headers: {"x-mine": "a"}};
+              const post = new Request(upstream(port, "/echo?q=1"), init);
               results[port] = [
                 await json(await fetch(upstream(port, "/json"))),
                 await json(await fetch(new URL(upstream(port, "/json")))),
@@ -404,7 +405,8 @@ def test_websocket(page: Page) -> None:
                 got.push(typeof e.data === "string" ? e.data : [...new Uint8Array(e.data)]);
                 if (got.length === 2) ws.close(4000, "done");
               };
-              ws.onclose = (e) => resolve({got, code: e.code, protocol: ws.protocol, url: ws.url, isWs: ws instanceof WebSocket});
+              ws.onclose = (e) =>
+                resolve({got, code: e.code, protocol: ws.protocol, url: ws.url, isWs: ws instanceof WebSocket});
             });
             return {comm: await session(comm), route: await session(route)};"""
         )
@@ -441,7 +443,8 @@ def test_event_source(page: Page) -> None:
               const got = [];
               es.onmessage = (e) => { got.push(e.data); if (got.length === 3) { es.close(); resolve(got); } };
             });
-            return {comm: await listen(comm), route: await listen(route), streamed: [await stream(comm), await stream(route)]};"""
+            const streamed = [await stream(comm), await stream(route)];
+            return {comm: await listen(comm), route: await listen(route), streamed};"""
         )
     )
     # The stream ends, the source reconnects after `retry` with Last-Event-ID: 7.
@@ -501,7 +504,8 @@ def test_object_urls_are_revoked(page: Page) -> None:
               const settled = Date.now() + 5000;
               while (revoked.size < created.length && Date.now() < settled) await new Promise((r) => setTimeout(r, 20));
               const stillThere = await fetch(shown).then(() => true, () => false);
-              return {created: created.length, unrevoked: created.filter((u) => !revoked.has(u)).length, first, stillThere};
+              const unrevoked = created.filter((u) => !revoked.has(u)).length;
+              return {created: created.length, unrevoked, first, stillThere};
             } finally {
               URL.createObjectURL = create;
               URL.revokeObjectURL = revoke;
