@@ -11,8 +11,8 @@ it gets, and this project's comm bridge with an echo ``on_request`` handler.
 The page times round trips with ``performance.now()``: ``model.send`` to the
 ``msg:custom`` event that answers it, and
 ``window.__jupyter_loopback__.request`` to its result, with no buffer (0 B)
-and one 64 KiB buffer. The two servers are measured in alternating rounds,
-so a change in the machine's load falls on both.
+and one 64 KiB buffer. The two servers are measured back to back for each
+figure, in several rounds, so a change in the machine's load falls on both.
 """
 
 from __future__ import annotations
@@ -249,8 +249,8 @@ def measure(rounds: int, n: int, warmup: int) -> tuple[dict[str, dict[str, list[
                 found[setup] = legs(pid, int(url.rsplit(":", 1)[1].strip("/")))
                 print(f"{setup}: TCP_NODELAY on {found[setup]}", flush=True)
             for r in range(rounds):
-                for setup, page in pages.items():
-                    for row, kind, size in ROWS:
+                for row, kind, size in ROWS:
+                    for setup, page in pages.items():  # the two setups back to back: the same load falls on both
                         arg = {"kind": kind, "size": size, "n": n, "warmup": warmup}
                         got = page.evaluate(MEASURE, arg)
                         samples[setup][row] += got
@@ -280,8 +280,9 @@ def table(
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines += [
         "",
-        f"{rounds} alternating rounds × {n} round trips per figure, {when}, {os.cpu_count()} cores "
-        f"({platform.machine()}, Linux {platform.release()}), load average {load[0]:.1f} before, {load[1]:.1f} after; "
+        f"{rounds} rounds × {n} round trips per figure and setup, the setups back to back; {when}, "
+        f"{os.cpu_count()} cores ({platform.machine()}, Linux {platform.release()}), "
+        f"load average {load[0]:.1f} before, {load[1]:.1f} after; "
         f"jupyter_server {jupyter_server.__version__}, tornado {tornado.version}, {chromium}.",
         "",
         "Connections with TCP_NODELAY on each leg, read from the processes' sockets during the run:",
@@ -301,8 +302,8 @@ def write_docs(text: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("-n", type=int, default=40, help="timed round trips per figure and round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("-n", type=int, default=30, help="timed round trips per figure and round")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--write-docs", action="store_true", help=f"put the table into {DOCS.relative_to(ROOT)}")
     args = parser.parse_args()

@@ -23,7 +23,7 @@ from typing import Any, cast
 from tornado import web
 from tornado.ioloop import IOLoop
 
-__all__ = ["SETTING", "NoDelay", "install", "is_active", "with_nodelay"]
+__all__ = ["SETTING", "NoDelay", "install", "with_nodelay"]
 
 SETTING = "kernel_websocket_connection_class"
 
@@ -58,12 +58,6 @@ def with_nodelay(cls: type) -> type:
     if issubclass(cls, NoDelay):
         return cls
     return type(cls.__name__, (NoDelay, cls), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
-
-
-def is_active(settings: dict[str, Any]) -> bool:
-    """Whether kernel websockets built from these ``web_app.settings`` turn Nagle off."""
-    cls = settings.get(SETTING)
-    return isinstance(cls, type) and issubclass(cls, NoDelay)
 
 
 def _wrap(settings: dict[str, Any]) -> None:
