@@ -124,7 +124,7 @@ def lab(home: Path, extra: list[str]) -> Iterator[tuple[str, int]]:
     config.mkdir()
     page = {"page_config_data": {"buildCheck": False, "buildAvailable": False}}
     (config / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"tornado_settings": page}}))
-    cell = {"cell_type": "code", "metadata": {}, "source": CELL, "outputs": [], "execution_count": None}
+    cell: dict[str, Any] = {"cell_type": "code", "metadata": {}, "source": CELL, "outputs": [], "execution_count": None}
     kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb = {"cells": [cell], "metadata": {"kernelspec": kernelspec}, "nbformat": 4, "nbformat_minor": 5}
     (root / "bench.ipynb").write_text(json.dumps(nb))

@@ -78,14 +78,14 @@ def _kernel_info(ws: Any, protocol: str | None, timeout: float = 60) -> None:
               "version": "5.3", "date": ""}  # fmt: skip
     if protocol == V1:
         parts = [json.dumps(part).encode() for part in (header, {}, {}, {})]
-        ws.send(serialize_msg_to_ws_v1(parts, "shell"))
+        ws.send(serialize_msg_to_ws_v1(parts, "shell"))  # type: ignore[no-untyped-call]
     else:
         ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {}, "content": {}, "channel": "shell"}))
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         raw = ws.recv(timeout=left)
         if protocol == V1:
-            _, parts = deserialize_msg_from_ws_v1(raw)
+            _, parts = deserialize_msg_from_ws_v1(raw)  # type: ignore[no-untyped-call]
             msg = {"msg_type": json.loads(parts[0])["msg_type"], "parent_header": json.loads(parts[1])}
         else:
             body = json.loads(raw)
