@@ -8,8 +8,9 @@ here run that venv's interpreter, so its kernels, server extensions and
 
 - :func:`start_compat_server`: ``jupyter server`` (or ``jupyter lab``, with
   ``app="jupyterlab"``) from ``.venv-compat``, as :class:`JupyterServer`.
-- fixtures ``compat_python`` (the venv's interpreter, checked to import this
-  checkout), ``compat_root`` (base URL ``/``) and ``compat_base`` (``/base/``).
+- fixture ``compat_python``: the venv's interpreter, checked to import this
+  checkout (a test module imports it by name, as it imports this module's
+  functions).
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
 
 import pytest
 
 from .conftest import ROOT, start
-from .jupyter_fixtures import JUPYTER_TOKEN, JupyterServer, stop_jupyter
+from .jupyter_fixtures import JUPYTER_TOKEN, JupyterServer
 from .security_fixtures import accepting
 
 COMPAT_VENV = ROOT / ".venv-compat"
@@ -66,19 +66,3 @@ def start_compat_server(
 @pytest.fixture(scope="session")
 def compat_python() -> str:
     return check_compat_venv()
-
-
-@pytest.fixture(scope="module")
-def compat_root(compat_python: str) -> Iterator[JupyterServer]:
-    """``jupyter server`` from ``.venv-compat`` at base URL ``/``."""
-    server = start_compat_server("/")
-    yield server
-    stop_jupyter(server)
-
-
-@pytest.fixture(scope="module")
-def compat_base(compat_python: str) -> Iterator[JupyterServer]:
-    """``jupyter server`` from ``.venv-compat`` at base URL ``/base/``."""
-    server = start_compat_server("/base/")
-    yield server
-    stop_jupyter(server)
