@@ -22,8 +22,10 @@ import anywidget
 import traitlets
 
 from .fetch import Streams
+from .order import Reorder
 from .protocol import CHUNK, FRAME_COST
 from .runtime import GRACE, Runtime
+from .sessions import Session, current_session
 
 __all__ = [
     "CommBridge",
@@ -45,7 +47,8 @@ DEFAULT_TIMEOUT = 60.0
 
 _handlers: dict[tuple[str, str], tuple[Handler, float | None, bool]] = {}
 _lock = threading.Lock()
-_bridge: CommBridge | None = None
+_bridges: dict[tuple[str, int], CommBridge] = {}
+"""The live bridge of each page session (:mod:`comm_bridge.sessions`): one per kernel in Jupyter."""
 
 
 def on_request(namespace: str, kind: str, *, timeout: float | None = None, inline: bool = False) -> Callable[[H], H]:
@@ -93,7 +96,12 @@ class CommBridge(anywidget.AnyWidget):
     intercepted_prefixes = traitlets.Dict(key_trait=traitlets.Unicode(), value_trait=traitlets.Unicode()).tag(sync=True)
     """``{str(port): "/base/ns-proxy/<port>"}``: the same-origin route to try before the comm."""
 
-    def __init__(self, *, ports: object = None, timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> None:
+    def __init__(
+        self, *, ports: object = None, timeout: float = DEFAULT_TIMEOUT, session: Session | None = None, **kwargs: Any
+    ) -> None:
+        # Before the comm opens: the framework may deliver a message as soon as it does.
+        self.session = current_session() if session is None else session
+        self.order = Reorder()
         super().__init__(**kwargs)
         self.timeout = timeout
         self.runtime = Runtime()
@@ -115,18 +123,36 @@ class CommBridge(anywidget.AnyWidget):
             self.intercepted_prefixes = {**self.intercepted_prefixes, str(port): prefix}
 
     def post(self, content: dict[str, Any], buffers: Sequence[bytes | memoryview] = ()) -> None:
-        """Send one message to the page; safe from any thread (IOPub sends are queued)."""
-        self.send(content, list(buffers) or None)
+        """Send one message to the page; safe from any thread, in each thread's order.
+
+        The session decides how: ipykernel queues IOPub sends from any thread;
+        Shiny's are moved onto Shiny's loop (:mod:`comm_bridge.sessions`).
+        """
+        self.session.send(self, content, buffers)
+
+    @property
+    def live(self) -> bool:
+        """Whether the comm is open (marimo closes it on a cell's re-run but leaves ``comm`` set)."""
+        return self.comm is not None and not getattr(self.comm, "_closed", False)
 
     def close(self) -> None:
         """Close the comm, cancel every stream and stop the bridge's threads."""
         super().close()
+        session = getattr(self, "session", None)
+        with _lock:
+            if session is not None and _bridges.get(session.key) is self:
+                del _bridges[session.key]
         runtime = getattr(self, "runtime", None)  # absent if __init__ failed
         if runtime is not None and not runtime.loop.is_closed():
             runtime.spawn(self.streams.aclose()).result(10)
             runtime.close()
 
     def _on_msg(self, _widget: object, content: Any, buffers: list[memoryview]) -> None:
+        # marimo posts each page message separately, so they may arrive out of order.
+        for message, parts in self.order.push(content, buffers):
+            self._handle(message, parts)
+
+    def _handle(self, content: Any, buffers: list[memoryview]) -> None:
         # The shell thread: parse and hand off, nothing slow here.
         if not isinstance(content, dict) or not isinstance(content.get("id"), int):
             log.debug("comm_bridge: ignoring a message without an integer id: %r", content)
@@ -293,15 +319,14 @@ async def _run_async(reply: _Reply, awaitable: Awaitable[Any], timeout: float, k
 
 
 def is_comm_bridge_enabled() -> bool:
-    """Whether this kernel has a live bridge (:func:`enable_comm_bridge` ran and its comm is open)."""
-    bridge = _bridge
-    return bridge is not None and bridge.comm is not None
+    """Whether this kernel (in marimo, Solara, Shiny: this page session) has a live bridge."""
+    return current_bridge() is not None
 
 
 def current_bridge() -> CommBridge | None:
-    """The live bridge of this kernel, if :func:`enable_comm_bridge` started one."""
-    bridge = _bridge
-    return bridge if bridge is not None and bridge.comm is not None else None
+    """The live bridge of this kernel or page session, if :func:`enable_comm_bridge` started one."""
+    bridge = _bridges.get(current_session().key)
+    return bridge if bridge is not None and bridge.live else None
 
 
 def enable_comm_bridge(*, display: bool = True, ports: object = None, timeout: float = DEFAULT_TIMEOUT) -> CommBridge:
@@ -314,12 +339,23 @@ def enable_comm_bridge(*, display: bool = True, ports: object = None, timeout: f
     generic access off while registered handlers keep working. ``timeout`` is
     the default handler deadline in seconds. A bridge that was closed is
     replaced by a new one.
+
+    Where one process serves many pages (marimo, Solara, Shiny), each page
+    session gets its own bridge: its replies reach only that page, sent the
+    way the framework requires (:mod:`comm_bridge.sessions`); the bridge is
+    closed when the framework ends the session. ``display`` shows it with
+    IPython's ``display`` (Jupyter, VS Code, Colab); elsewhere show the
+    returned widget as the framework shows any widget.
     """
-    global _bridge
+    session = current_session()
     with _lock:
-        if _bridge is not None and _bridge.comm is not None:
-            return _bridge
-        _bridge = bridge = CommBridge(ports=ports, timeout=timeout)
+        old = _bridges.get(session.key)
+        if old is not None and old.live:
+            return old
+        _bridges[session.key] = bridge = CommBridge(ports=ports, timeout=timeout, session=session)
+    if old is not None:
+        old.close()  # its comm is gone (a re-run marimo cell): stop its threads
+    session.on_end(bridge.close)
     if display:
         from IPython.display import display as show
 

@@ -63,9 +63,19 @@ function failure(message) {
   return { status: "error", data: { message }, buffers: [] };
 }
 
-/** @param {Model} model @param {any} content @param {Bytes[]} [buffers] */
+const ORDER = Symbol.for("jupyter_loopback.order");
+
+/**
+ * Send one message on `model`, numbered: marimo posts each page message
+ * separately and they may overtake each other, so the kernel puts them back
+ * in order by `src` (this model's random tag, shared by every copy of this
+ * module) and `seq` (comm_bridge/order.py).
+ * @param {Model} model @param {any} content @param {Bytes[]} [buffers]
+ */
 function post(model, content, buffers = []) {
-  model.send(content, undefined, buffers.map(exact));
+  const m = /** @type {any} */ (model);
+  const order = (m[ORDER] ??= { src: Math.random().toString(36).slice(2), seq: 0 });
+  model.send({ ...content, src: order.src, seq: order.seq++ }, undefined, buffers.map(exact));
 }
 
 /** @param {AbortSignal} signal */
