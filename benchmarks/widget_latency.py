@@ -18,7 +18,6 @@ figure, in several rounds, so a change in the machine's load falls on both.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
@@ -40,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.comm_fixtures import CHROMIUM, CHROMIUM_ARGS, RUN_CELLS  # noqa: E402
 from tests.conftest import start  # noqa: E402
-from tests.jupyter_fixtures import tree_pids  # noqa: E402
+from tests.jupyter_fixtures import _cmdline, tree_pids  # noqa: E402
+from tests.nodelay_probe import tcp_sockets  # noqa: E402
 
 TOKEN = "widget-bench-token-3d9a"
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -152,52 +152,14 @@ def lab(home: Path, extra: list[str]) -> Iterator[tuple[str, int]]:
         proc.stop()
 
 
-def tcp_nodelay(pid: int) -> list[tuple[int, int, bool]]:
-    """``(local port, peer port, TCP_NODELAY)`` of another process's TCP connections (Linux ≥ 5.6, pidfd_getfd)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    pidfd = libc.syscall(434, pid, 0)  # pidfd_open
-    if pidfd < 0:
-        raise OSError(ctypes.get_errno(), f"pidfd_open({pid}): {os.strerror(ctypes.get_errno())}")
-    out = []
-    try:
-        for name in os.listdir(f"/proc/{pid}/fd"):
-            fd = libc.syscall(438, pidfd, int(name), 0)  # pidfd_getfd: a duplicate in this process
-            if fd < 0:
-                continue
-            try:
-                sock = socket.socket(fileno=fd)
-            except OSError:
-                os.close(fd)
-                continue
-            with sock:
-                if sock.family != socket.AF_INET or sock.type != socket.SOCK_STREAM:
-                    continue
-                try:
-                    peer = sock.getpeername()[1]
-                except OSError:
-                    continue
-                flag = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-                out.append((sock.getsockname()[1], peer, bool(flag)))
-    finally:
-        os.close(pidfd)
-    return out
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
 def _conns(pids: list[int]) -> list[tuple[int, int, bool]]:
+    """``(local port, peer port, TCP_NODELAY)`` of these processes' TCP connections."""
     out = []
     for pid in pids:
         try:
-            out += tcp_nodelay(pid)
+            out += [(s["local"][1], s["peer"][1], s["nodelay"]) for s in tcp_sockets(pid)]
         except OSError:
-            continue  # gone, or not permitted (no CAP_SYS_PTRACE over it)
+            continue  # gone, or not permitted (no ptrace rights over it)
     return out
 
 

@@ -5,7 +5,8 @@
 socket of the server process, read with ``getsockopt`` on a duplicate of its
 descriptor (``/proc/self/fd``, Linux), how many kernel websockets
 :class:`MarkedConnection` connected, and the connection class in the
-settings. :func:`tcp_sockets` runs in a kernel too, for the kernel's side.
+settings. :func:`tcp_sockets` runs in a kernel too, for the kernel's side,
+and reads another process's sockets for the widget benchmark.
 
 With ``NODELAY_PROBE_SET_CLASS=1`` in the server's environment, the extension
 sets :class:`MarkedConnection` as the connection class at load, as another
@@ -14,9 +15,11 @@ extension loaded after jupyter-loopback's would.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from jupyter_server.base.handlers import JupyterHandler
@@ -27,18 +30,43 @@ from tornado import web
 __all__ = ["MarkedConnection", "tcp_sockets"]
 
 
-def tcp_sockets() -> list[dict[str, Any]]:
-    """This process's connected TCP sockets: ``local``, ``peer`` (``[host, port]``) and ``nodelay``."""
+def tcp_sockets(pid: int | None = None) -> list[dict[str, Any]]:
+    """Connected TCP sockets of this process, or of ``pid``: ``local``, ``peer`` (``[host, port]``) and ``nodelay``.
+
+    Each socket is read through a duplicate of its descriptor: ``os.dup``
+    here, ``pidfd_getfd`` for another process (Linux ≥ 5.6, with ptrace
+    rights over it; ``OSError`` without them).
+    """
+    if pid is None:
+        return _read(os.listdir("/proc/self/fd"), os.dup)
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = libc.syscall(434, pid, 0)  # pidfd_open
+    if pidfd < 0:
+        raise OSError(ctypes.get_errno(), f"pidfd_open({pid}): {os.strerror(ctypes.get_errno())}")
+
+    def dup(fd: int) -> int:
+        got = libc.syscall(438, pidfd, fd, 0)  # pidfd_getfd
+        if got < 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        return int(got)
+
+    try:
+        return _read(os.listdir(f"/proc/{pid}/fd"), dup)
+    finally:
+        os.close(pidfd)
+
+
+def _read(names: list[str], dup: Callable[[int], int]) -> list[dict[str, Any]]:
     out = []
-    for name in os.listdir("/proc/self/fd"):
+    for name in names:
         try:
-            dup = os.dup(int(name))
+            fd = dup(int(name))
         except OSError:
             continue  # closed since the listing
         try:
-            sock = socket.socket(fileno=dup)
+            sock = socket.socket(fileno=fd)
         except OSError:
-            os.close(dup)  # not a socket
+            os.close(fd)  # not a socket
             continue
         with sock:
             if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
