@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,43 +74,56 @@ def _config(home: Path) -> dict[str, str]:
     return {"JUPYTER_CONFIG_DIR": str(config)}
 
 
-@pytest.fixture(params=["route", "no-route"])
-def lts_lab(request: pytest.FixtureRequest, compat_python: str, tmp_path: Path) -> Iterator[tuple[str, JupyterServer]]:  # noqa: F811
+@dataclass
+class Rendered:
+    """What the page showed: the tile client's port, prefix and URL, its tiles, what it requested."""
+
+    client: dict[str, Any]
+    tiles: list[dict[str, Any]]
+    requests: list[str]
+    refused: list[str]
+    origin: str
+
+    @property
+    def loaded(self) -> list[dict[str, Any]]:
+        return [t for t in self.tiles if t["width"] > 0]
+
+    def asked_tile_server(self) -> bool:
+        port = self.client["port"]
+        return any(re.match(rf"^http://(?:127\.0\.0\.1|localhost):{port}/", url) for url in self.refused)
+
+
+def _lab(tmp_path: Path, *extra: str) -> JupyterServer:
     args = [
         "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}", f"--LabApp.user_settings_dir={tmp_path / 'settings'}",
-        *(NO_ROUTE if request.param == "no-route" else []),
+        *extra,
     ]  # fmt: skip
     server = start_compat_server("/", *args, app="jupyterlab", env=_config(tmp_path))
     root = Path(server.env["JUPYTER_RUNTIME_DIR"]).parent  # the server's root_dir
-    (root / "map.ipynb").write_text(json.dumps(_notebook(MAP_CELL)))
-    yield request.param, server
-    stop_jupyter(server)
-
-
-def _notebook(source: str) -> dict[str, Any]:
-    cell = {"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None}
+    cell = {"cell_type": "code", "metadata": {}, "source": MAP_CELL, "outputs": [], "execution_count": None}
     kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    return {"cells": [cell], "metadata": {"kernelspec": kernelspec}, "nbformat": 4, "nbformat_minor": 5}
+    notebook = {"cells": [cell], "metadata": {"kernelspec": kernelspec}, "nbformat": 4, "nbformat_minor": 5}
+    (root / "map.ipynb").write_text(json.dumps(notebook))
+    return server
 
 
-def test_leaflet_tiles_render(lts_lab: tuple[str, JupyterServer], browser: Any) -> None:
-    mode, server = lts_lab
+def _render(server: JupyterServer, browser: Any, screenshot: str) -> Rendered:
+    """Open and run the notebook; wait (bounded) for a tile; screenshot the page."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(60_000)
-    requests: list[str] = []
-    refused: list[str] = []
-    lab_origin = f"http://127.0.0.1:{server.port}/"
+    origin = f"http://127.0.0.1:{server.port}/"
+    seen = Rendered({}, [], [], [], origin)
 
     def gate(route: Any) -> None:
         # The page reaches JupyterLab only: not the tile server's port, not the internet (the basemap).
         url = route.request.url
-        requests.append(url)
-        if url.startswith(lab_origin) or url.startswith("data:") or url.startswith("blob:"):
+        seen.requests.append(url)
+        if url.startswith((origin, "data:", "blob:")):
             route.continue_()
         else:
-            refused.append(url)
+            seen.refused.append(url)
             route.abort()
 
     context.route("**/*", gate)
@@ -124,24 +137,43 @@ def test_leaflet_tiles_render(lts_lab: tuple[str, JupyterServer], browser: Any) 
             """() => window.jupyterapp.shell.currentWidget.content.model.cells.get(0).outputs.toJSON()
                  .filter((o) => o.output_type === "stream").map((o) => o.text).join("")"""
         )
-        client = json.loads(printed.strip().splitlines()[-1])
+        seen.client = json.loads(printed.strip().splitlines()[-1])
         page.wait_for_function(f"() => ({TILES})().some((tile) => tile.width > 0)", timeout=90_000)
-        tiles = page.evaluate(TILES)
+        seen.tiles = page.evaluate(TILES)
         ARTIFACTS.mkdir(exist_ok=True)
         page.locator(".leaflet-container").first.scroll_into_view_if_needed()
-        page.screenshot(path=str(ARTIFACTS / f"localtileserver-leaflet-{mode}.png"))
+        page.screenshot(path=str(ARTIFACTS / f"{screenshot}.png"))
     finally:
         context.close()
-    port = client["port"]
-    loaded = [t for t in tiles if t["width"] > 0]
-    assert len(loaded) >= 1 and all(t["width"] == 256 for t in loaded), tiles
-    tile_server = re.compile(rf"^http://(?:127\.0\.0\.1|localhost):{port}/")
-    if mode == "route":
-        assert client["prefix"] == f"/localtileserver-proxy/{port}"
-        assert all(t["src"].startswith(f"{lab_origin}localtileserver-proxy/{port}/api/tiles/") for t in loaded), loaded
-        assert any(f"/localtileserver-proxy/{port}/api/tiles/" in url for url in requests)
-    else:
-        assert client["prefix"] is None and tile_server.match(client["url"]), client
-        assert all(t["src"].startswith("blob:") for t in loaded), loaded
-        assert not any("/localtileserver-proxy/" in url for url in requests)
-    assert not any(tile_server.match(url) for url in refused), "the page asked the tile server directly"
+    return seen
+
+
+@pytest.mark.proves("jupyterlab", "alias")
+def test_tiles_render_through_the_route(compat_python: str, tmp_path: Path, browser: Any) -> None:  # noqa: F811
+    server = _lab(tmp_path)
+    try:
+        seen = _render(server, browser, "localtileserver-leaflet-route")
+    finally:
+        stop_jupyter(server)
+    port = seen.client["port"]
+    assert seen.client["prefix"] == f"/localtileserver-proxy/{port}"
+    assert len(seen.loaded) >= 1 and all(t["width"] == 256 for t in seen.loaded), seen.tiles
+    tiles = f"{seen.origin}localtileserver-proxy/{port}/api/tiles/"
+    assert all(t["src"].startswith(tiles) for t in seen.loaded), seen.loaded
+    assert any(url.startswith(tiles) for url in seen.requests)
+    assert not seen.asked_tile_server()
+
+
+@pytest.mark.proves("jupyterlab", "bridge")
+def test_tiles_render_through_the_bridge_with_no_route(compat_python: str, tmp_path: Path, browser: Any) -> None:  # noqa: F811
+    server = _lab(tmp_path, *NO_ROUTE)
+    try:
+        seen = _render(server, browser, "localtileserver-leaflet-no-route")
+    finally:
+        stop_jupyter(server)
+    assert seen.client["prefix"] is None
+    assert re.match(rf"^http://(?:127\.0\.0\.1|localhost):{seen.client['port']}/api/tiles/", seen.client["url"])
+    assert len(seen.loaded) >= 1 and all(t["width"] == 256 for t in seen.loaded), seen.tiles
+    assert all(t["src"].startswith("blob:") for t in seen.loaded), seen.loaded
+    assert not any("/localtileserver-proxy/" in url for url in seen.requests)
+    assert not seen.asked_tile_server(), "the page asked the tile server directly"
