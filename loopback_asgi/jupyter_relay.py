@@ -272,8 +272,8 @@ class RelayMixin(WebSocketRelayMixin):
             relay = await self._read_response()
         conn, self._conn = self._conn, None
         assert conn is not None
-        if not relay.started:
-            conn.close()
+        if not relay.started or (relay.bad and not relay.head_sent):
+            conn.close()  # never back to the pool: what follows on it cannot be trusted
             if relay.bad:
                 return self._fail(502, "The loopback sidecar sent a malformed response.")
             return self._fail(502, "The loopback sidecar closed the connection before answering.")

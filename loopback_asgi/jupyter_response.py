@@ -19,6 +19,7 @@ writes it to the browser through the handler's own connection. Guarantees:
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from jupyter_server.base.handlers import JupyterHandler
@@ -31,7 +32,7 @@ from .headers import HOP_BY_HOP_STR
 if TYPE_CHECKING:
     from tornado.web import RequestHandler
 
-__all__ = ["CHUNK", "BadResponse", "ResponseRelay"]
+__all__ = ["CHUNK", "BadResponse", "ResponseRelay", "chunk_size"]
 
 CHUNK = 2**20
 # tornado's read_into() and HTTP1Connection.write() take any buffer, memoryviews
@@ -45,14 +46,33 @@ class BadResponse(Exception):
     """The sidecar sent something that is not an HTTP/1.1 response."""
 
 
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[^"\\\r\n]|\\[^\r\n])*"'
+# RFC 9112 §7.1: chunk-size is 1*HEXDIG (no sign, "0x", "_" or spaces, all of
+# which int(x, 16) takes), then chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ).
+# On a pooled connection a size read two ways is a desync: refuse it instead.
+CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*%b(?:[ \t]*=[ \t]*(?:%b|%b))?)*\r\n" % (_TOKEN, _TOKEN, _QUOTED)
+)
+
+
+def chunk_size(line: bytes) -> int:
+    """The size on a chunk's first line (CRLF included); :class:`BadResponse` unless it is RFC 9112's grammar."""
+    match = CHUNK_LINE.fullmatch(line)
+    if match is None:
+        raise BadResponse("Bad chunk size.")
+    return int(match[1], 16)
+
+
 class ResponseRelay:
     """One response from ``stream`` to ``handler``'s browser connection.
 
     After :meth:`run`: ``started`` (a head arrived and was given to the
-    handler), ``complete`` (the whole body arrived), ``keep_alive`` (the
-    sidecar stream may carry another exchange), ``client_gone`` (the browser
-    stopped reading; the rest was not relayed), ``bad`` (for the caller to set
-    when the sidecar sent something that is not HTTP: not worth a retry).
+    handler), ``head_sent`` (and went on to the browser), ``complete`` (the
+    whole body arrived), ``keep_alive`` (the sidecar stream may carry another
+    exchange), ``client_gone`` (the browser stopped reading; the rest was not
+    relayed), ``bad`` (for the caller to set when the sidecar sent something
+    that is not HTTP: not worth a retry).
     """
 
     def __init__(self, handler: RequestHandler, stream: IOStream, method: str) -> None:
@@ -64,7 +84,7 @@ class ResponseRelay:
         self.keep_alive = True
         self.client_gone = False
         self.bad = False  # set by the caller when run() raised BadResponse
-        self._head_sent = False
+        self.head_sent = False
         self._splicer: splice.Splice | None = None
 
     async def run(self) -> None:
@@ -140,7 +160,7 @@ class ResponseRelay:
 
     async def _send_head(self, data: bytes = b"") -> None:
         """Write the head (and ``data`` with it) to the browser."""
-        self._head_sent = True
+        self.head_sent = True
         if data:
             JupyterHandler.write(self.handler, data)
         try:
@@ -149,7 +169,7 @@ class ResponseRelay:
             self.client_gone = True
 
     async def _send(self, data: bytes | memoryview) -> None:
-        if not self._head_sent:
+        if not self.head_sent:
             return await self._send_head(bytes(data))
         if self.client_gone:
             return
@@ -166,13 +186,13 @@ class ResponseRelay:
         """
         if length <= SMALL:
             pending = self.stream.read_bytes(length)
-            if not self._head_sent and not _done(pending):
+            if not self.head_sent and not _done(pending):
                 await self._send_head()  # the body is not here yet: the head goes first
             data = await pending
             if not self.client_gone:
                 await self._send(data)
             return
-        if not self._head_sent:
+        if not self.head_sent:
             await self._send_head()
         view: memoryview | None = None
         left = length
@@ -241,15 +261,11 @@ class ResponseRelay:
 
     async def _chunked(self) -> None:
         while True:
-            line = await self.stream.read_until(b"\r\n", max_bytes=4096)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError as exc:
-                raise BadResponse("Bad chunk size.") from exc
+            size = chunk_size(await self.stream.read_until(b"\r\n", max_bytes=4096))
             if size == 0:
                 while (await self.stream.read_until(b"\r\n", max_bytes=MAX_HEAD)) != b"\r\n":
                     pass  # trailers are not relayed
-                if not self._head_sent:
+                if not self.head_sent:
                     await self._send_head()
                 self.complete = not self.client_gone
                 return
@@ -260,7 +276,7 @@ class ResponseRelay:
                 raise BadResponse("Bad chunk end.")
 
     async def _until_close(self) -> None:
-        if not self._head_sent:
+        if not self.head_sent:
             await self._send_head()
         buffer = bytearray(CHUNK)
         view = memoryview(buffer)
