@@ -11,6 +11,7 @@ otherwise over the comm. docs/comm-bridge.md lists the requests covered.
 from __future__ import annotations
 
 import json
+import operator
 from typing import Any
 
 from .widget import current_bridge
@@ -45,8 +46,13 @@ def intercept_localhost(port: int, *, path_prefix: str | None = None, display: b
     """
     from IPython.display import HTML
 
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+    try:
+        number = operator.index(port)  # an int, or a NumPy integer
+    except TypeError:
+        number = 0
+    if isinstance(port, bool) or not 1 <= number <= 65535:
         raise ValueError(f"port must be an integer from 1 to 65535, not {port!r}.")
+    port = number
     prefix = (path_prefix or "").rstrip("/") or None
     if prefix is not None and not prefix.startswith("/"):
         raise ValueError(f"path_prefix must be an absolute path such as '/mylib-proxy/{port}', not {path_prefix!r}.")

@@ -75,6 +75,8 @@ with capture_output() as shown:
         comm_bridge.intercept_localhost(9001)
         comm_bridge.intercept_localhost(9002, path_prefix="/p/9002/")
     comm_bridge.intercept_localhost(9001, path_prefix="/later/9001")
+    import numpy
+    comm_bridge.intercept_localhost(numpy.uint16(9003))
 print(json.dumps({
     "enabled": comm_bridge.is_comm_bridge_enabled(),
     "ports": bridge.intercepted_ports,
@@ -86,7 +88,7 @@ print(json.dumps({
     )
     got = json.loads(out)
     assert got["enabled"] is True and got["shown"] == 0
-    assert got["ports"] == [9001, 9002]
+    assert got["ports"] == [9001, 9002, 9003]
     assert got["prefixes"] == {"9002": "/p/9002", "9001": "/later/9001"}
     assert {"intercepted_ports", "intercepted_prefixes"} <= set(got["keys"])  # synced to the page
 
