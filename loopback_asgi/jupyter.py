@@ -200,12 +200,13 @@ def setup_proxy_handler(
     serverapp = web_app.settings.get("serverapp")
     state = install(web_app, serverapp)
     before = state.namespaces.get(namespace)
-    if fields or before is None:
+    declare = bool(fields) or before is None
+    if declare:
         state.extra[namespace] = {k: str(v) if isinstance(v, PortPolicy) else v for k, v in fields.items()}
     cls: type[web.RequestHandler] | None = state.aliases.get(namespace)
     if cls is None:
         cls = state.aliases[namespace] = _alias(web_app, state, namespace, handler_cls, serverapp)
-    if fields or before is None:
+    if declare:
         state.announce()
     else:
         state.publish()
@@ -223,10 +224,12 @@ def _alias(
 ) -> type[web.RequestHandler]:
     alias = state.prefix.removesuffix("loopback") + f"{namespace}-proxy"
     relay = _handler_class(state.base, state.sidecar, alias, f"/{namespace}", serverapp)
-    name = namespace.title().replace("-", "") + "LoopbackProxyHandler"
+    name = namespace.title().replace("-", "") + "Loopback"
     bases = (relay,) if handler_cls is None else (handler_cls, relay)
-    cls: type[web.RequestHandler] = web.stream_request_body(type(name, bases, {"namespace": namespace}))
-    probe = type("ProbeHandler", (_Probe,), {"namespace": namespace, "state": state})
+    cls: type[web.RequestHandler] = web.stream_request_body(
+        type(f"{name}ProxyHandler", bases, {"namespace": namespace})
+    )
+    probe = type(f"{name}ProbeHandler", (_Probe,), {"namespace": namespace, "state": state})
     # The probe first: it is more specific than the alias, and tornado takes the first match.
     web_app.add_handlers(
         ".*",
