@@ -71,8 +71,12 @@ async def scripted_sidecar(server: JupyterServer, first_chunk: bytearray) -> Asy
     args = _cmdline(pid).split(b"\0")
     path = args[args.index(b"--unix-socket") + 1].decode()
     per_connection: list[int] = []
+    handlers: list[tuple[asyncio.Task[None], asyncio.StreamWriter]] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append((task, writer))
         index = len(per_connection)
         per_connection.append(0)
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, TimeoutError):
@@ -85,6 +89,7 @@ async def scripted_sidecar(server: JupyterServer, first_chunk: bytearray) -> Asy
                 )
                 await writer.drain()
         writer.close()
+        await writer.wait_closed()
 
     os.kill(pid, signal.SIGSTOP)  # still running for its supervisor, so not restarted; serves nothing
     try:
@@ -92,6 +97,9 @@ async def scripted_sidecar(server: JupyterServer, first_chunk: bytearray) -> Asy
         listener = await asyncio.start_unix_server(handle, path)
         async with listener:
             yield per_connection
+            for _, writer in handlers:  # connections the adapter still holds
+                writer.transport.abort()
+            await asyncio.wait_for(asyncio.gather(*(task for task, _ in handlers)), WAIT)
     finally:
         os.kill(pid, signal.SIGCONT)
 
