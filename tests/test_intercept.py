@@ -290,16 +290,16 @@ def test_fetch_string_url_and_request(page: Page) -> None:
 
 
 XHR = """
-const xhr = (port, path, type, setup = () => {}) => new Promise((resolve) => {
+const xhr = (port, path, type, setup = () => {}, method = "GET", body = null) => new Promise((resolve) => {
   const x = new XMLHttpRequest();
   const events = [];
   for (const e of ["readystatechange", "loadstart", "progress", "load", "error", "abort", "timeout", "loadend"])
     x.addEventListener(e, () => events.push(e === "readystatechange" ? `rs${x.readyState}` : e));
-  x.open("GET", upstream(port, path));
+  x.open(method, upstream(port, path));
   x.responseType = type;
   setup(x);
   x.onloadend = () => resolve({x, events: events.filter((e, i) => e !== events[i - 1])});
-  x.send();
+  x.send(body);
 });
 """
 
@@ -358,6 +358,7 @@ def test_xhr_headers_status_and_handlers(page: Page) -> None:
                 x.onreadystatechange = () => onreadystatechange++;
               });
               const sent = await xhr(port, "/headers", "json", (x) => x.setRequestHeader("X-Mine", "yes"));
+              const posted = await xhr(port, "/echo", "json", () => {}, "POST", new Uint8Array([1, 2, 3]));
               results[port] = {
                 status: [tea.x.status, tea.x.statusText, tea.x.responseText],
                 header: [tea.x.getResponseHeader("X-Teapot"), tea.x.getResponseHeader("nope")],
@@ -365,6 +366,7 @@ def test_xhr_headers_status_and_handlers(page: Page) -> None:
                 url: tea.x.responseURL,
                 handlers: [onload, onreadystatechange > 0],
                 sent: sent.x.response,
+                posted: [posted.x.status, posted.x.response.method, posted.x.response.size],
               };
             }
             // Aborted, timed out and broken exchanges over the comm.
@@ -382,6 +384,7 @@ def test_xhr_headers_status_and_handlers(page: Page) -> None:
         assert "x-teapot: yes\r\n" in got["all"] and "content-type: text/plain\r\n" in got["all"]
         assert got["handlers"] == [1, True]
         assert ["x-mine", "yes"] in got["sent"]
+        assert got["posted"] == [200, "POST", 3]
     assert out[str(page.comm)]["url"] == f"http://127.0.0.1:{page.comm}/teapot"
     assert out[str(page.route)]["url"].endswith(f"/itest-proxy/{page.route}/teapot")
     aborted, state, late, broken, status = out["failures"]
@@ -501,6 +504,10 @@ def test_object_urls_are_revoked(page: Page) -> None:
               const shown = c.src;
               c.src = upstream(comm, "/png?w=1&h=1");
               await loaded(c);
+              const pic = document.createElement("picture");
+              pic.innerHTML = `<source srcset="${upstream(comm, "/png?w=5&h=5")}"><img>`;
+              document.body.append(pic);
+              await loaded(pic.querySelector("img"));
               const settled = Date.now() + 5000;
               while (revoked.size < created.length && Date.now() < settled) await new Promise((r) => setTimeout(r, 20));
               const stillThere = await fetch(shown).then(() => true, () => false);
@@ -512,5 +519,5 @@ def test_object_urls_are_revoked(page: Page) -> None:
             }"""
         )
     )
-    assert out["created"] >= 5 and out["unrevoked"] == 0
+    assert out["created"] >= 6 and out["unrevoked"] == 0
     assert out["first"] == [2, 2] and out["stillThere"] is False

@@ -738,7 +738,8 @@ class EventStream {
     if (this.buffer === "" && text.endsWith("\r")) this.afterCR = true;
     for (const line of lines) {
       if (line === "") {
-        if (this.data.length) events.push({ type: this.type || "message", data: this.data.join("\n"), lastEventId: this.lastEventId });
+        const { type, data, lastEventId } = this;
+        if (data.length) events.push({ type: type || "message", data: data.join("\n"), lastEventId });
         this.data = [];
         this.type = "";
         continue;
@@ -779,7 +780,10 @@ class Interceptor {
     this.fetch = typeof fetch === "function" ? fetch.bind(globalThis) : null;
   }
 
-  /** Register `port` (and its route `prefix`), then patch every known window. @param {number | string} port @param {string | null} [prefix] */
+  /**
+   * Register `port` (and its route `prefix`), then patch every known window.
+   * @param {number | string} port @param {string | null} [prefix]
+   */
   add(port, prefix) {
     const number = Number(port);
     if (!Number.isInteger(number) || number < 1 || number > 65535) return;
@@ -807,7 +811,11 @@ class Interceptor {
     const probe = { way: null, ready: Promise.resolve(/** @type {Way} */ ("comm")) };
     const native = this.fetch;
     const asked = native
-      ? native(`${prefix}/__probe__`, { cache: "no-store", credentials: "same-origin", signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) })
+      ? native(`${prefix}/__probe__`, {
+          cache: "no-store",
+          credentials: "same-origin",
+          signal: AbortSignal.timeout(PROBE_TIMEOUT_MS),
+        })
           .then((response) => (response.ok ? "route" : "comm"))
           .catch(() => "comm")
       : Promise.resolve("comm");
@@ -868,15 +876,30 @@ class Interceptor {
   }
 }
 
+/**
+ * The token Jupyter wants with an unsafe method on a same-origin route (its
+ * XSRF check), read from the `_xsrf` cookie as JupyterLab's own requests do.
+ * @param {Win} win @param {string} method @returns {string | null}
+ */
+function xsrf(win, method) {
+  const cookie = /(?:^|;\s*)_xsrf=([^;]*)/.exec(win.document.cookie);
+  return cookie && UNSAFE_METHODS.test(method) ? decodeURIComponent(cookie[1]) : null;
+}
+
 /** Windows already patched (a window is patched once, whatever registers later). */
 const PATCHED = new WeakSet();
 
-/** Patch `win`'s image, fetch, XHR, WebSocket and EventSource entry points once. @param {Win} win @param {Interceptor} ic */
+/**
+ * Patch `win`'s image, fetch, XHR, WebSocket and EventSource entry points, once.
+ * @param {Win} win @param {Interceptor} ic
+ */
 function install(win, ic) {
   if (PATCHED.has(win) || !win.document) return;
   PATCHED.add(win);
   const routes = routing(win, ic);
-  patchImages(win, ic, routes);
+  const images = new ImageRouter(win, ic, routes);
+  patchImages(win, images);
+  patchParsedHtml(win, images);
   patchFetch(win, ic, routes);
   patchXhr(win, ic, routes);
   patchWebSocket(win, ic);
@@ -899,10 +922,8 @@ function routing(win, ic) {
   const fetchTarget = async (target, init) => {
     if ((await ic.decide(target)) === "route") {
       const headers = new Headers(init.headers);
-      const method = (init.method || "GET").toUpperCase();
-      // Jupyter checks XSRF on unsafe methods, as JupyterLab's own requests do.
-      const xsrf = /(?:^|;\s*)_xsrf=([^;]*)/.exec(win.document.cookie);
-      if (xsrf && UNSAFE_METHODS.test(method) && !headers.has("x-xsrftoken")) headers.set("x-xsrftoken", decodeURIComponent(xsrf[1]));
+      const token = xsrf(win, init.method || "GET");
+      if (token && !headers.has("x-xsrftoken")) headers.set("x-xsrftoken", token);
       const credentials = init.credentials === "include" ? "include" : "same-origin";
       return native(ic.routed(target, base()), { ...init, headers, credentials });
     }
@@ -914,203 +935,228 @@ function routing(win, ic) {
 }
 
 /**
- * `<img src>` (property, `setAttribute`, parsed HTML) and `srcset` (on
- * `<img>` and `<source>`). A routed URL is set at once when the probe has
- * answered; comm answers become object URLs, revoked once the element has
- * loaded or failed, or when its URL is replaced.
- * @param {Win} win @param {Interceptor} ic @param {ReturnType<typeof routing>} routes
+ * Routes the image URLs of `<img src>`, `<img srcset>` and `<source srcset>`.
+ * A routed URL is set at once when the probe has answered; comm answers
+ * become object URLs, each revoked once its image has loaded or failed, or
+ * when the element's URL is replaced first.
  */
-function patchImages(win, ic, routes) {
-  const img = win.HTMLImageElement.prototype;
-  const source = win.HTMLSourceElement.prototype;
-  const nativeSetAttribute = win.Element.prototype.setAttribute;
-  const nativeRemoveAttribute = win.Element.prototype.removeAttribute;
-  /** @type {Map<object, Record<string, PropertyDescriptor>>} */
-  const natives = new Map();
-  natives.set(img, { src: desc(img, "src"), srcset: desc(img, "srcset") });
-  natives.set(source, { srcset: desc(source, "srcset") });
-  /** @type {WeakMap<Element, {urls: string[], pending: Record<string, string>, seq: number}>} */
-  const states = new WeakMap();
+class ImageRouter {
+  /** @param {Win} win @param {Interceptor} ic @param {ReturnType<typeof routing>} routes */
+  constructor(win, ic, routes) {
+    this.win = win;
+    this.ic = ic;
+    this.routes = routes;
+    const img = win.HTMLImageElement.prototype;
+    const source = win.HTMLSourceElement.prototype;
+    /** The unpatched accessors, by prototype and attribute. @type {Map<object, Record<string, PropertyDescriptor>>} */
+    this.natives = new Map();
+    this.natives.set(img, { src: desc(img, "src"), srcset: desc(img, "srcset") });
+    this.natives.set(source, { srcset: desc(source, "srcset") });
+    this.removeAttribute = win.Element.prototype.removeAttribute;
+    /** @type {WeakMap<Element, {urls: string[], pending: Record<string, string>, seq: number}>} */
+    this.states = new WeakMap();
+  }
 
-  /** @param {Element} el */
-  const stateOf = (el) => {
-    let state = states.get(el);
-    if (!state) {
-      const s = { urls: /** @type {string[]} */ ([]), pending: /** @type {Record<string, string>} */ ({}), seq: 0 };
-      states.set(el, (state = s));
-      // Object URLs live until the element has its image (or gave up on it).
-      const done = () => {
-        const current = el instanceof win.HTMLImageElement ? el.currentSrc : "";
-        if (s.urls.includes(current)) revoke(s);
-      };
-      el.addEventListener("load", done);
-      el.addEventListener("error", done);
-    }
-    return state;
-  };
-  /** @param {{urls: string[]}} state */
-  const revoke = (state) => {
-    for (const url of state.urls.splice(0)) URL.revokeObjectURL(url);
-  };
-  /** @param {Element} el @param {string} attr @param {string} value */
-  const setNative = (el, attr, value) => {
-    const d = /** @type {Record<string, PropertyDescriptor>} */ (natives.get(el instanceof win.HTMLImageElement ? img : source))[attr];
-    /** @type {(v: string) => void} */ (d.set).call(el, value);
-  };
-  /** @param {Target} target @returns {Promise<string>} */
-  const objectUrl = async (target) => {
-    const response = await routes.fetch(target, {});
-    if (!response.ok) throw new TypeError(`${target.url.href} answered ${response.status}.`);
-    return URL.createObjectURL(await response.blob());
-  };
+  /** Whether `attr` of `el` carries image URLs. @param {Element} el @param {string} attr */
+  carries(el, attr) {
+    const { HTMLImageElement, HTMLSourceElement } = this.win;
+    const img = el instanceof HTMLImageElement;
+    return (attr === "src" && img) || (attr === "srcset" && (img || el instanceof HTMLSourceElement));
+  }
 
   /**
-   * Route `value` for `attr` of `el`; false when it is not ours (the caller sets it natively).
-   * `parsed`: the value is already in the attribute (the MutationObserver saw it).
+   * Route `value` for `attr` of `el`; false when it is not ours (the caller
+   * sets it natively). `parsed`: the attribute already holds the value.
    * @param {Element} el @param {string} attr @param {string} value @param {boolean} [parsed]
    */
-  const route = (el, attr, value, parsed = false) => {
-    const base = routes.base();
+  route(el, attr, value, parsed = false) {
+    const base = this.routes.base();
     const candidates = attr === "src" ? [{ url: value, descriptor: "" }] : parseSrcset(value);
-    const targets = candidates.map((c) => ic.match(c.url.trim(), base));
-    if (parsed && (!targets.some(Boolean) || states.get(el)?.pending[attr] === value)) return false;
-    const state = states.get(el);
-    if (!targets.some(Boolean)) {
-      if (state) {
-        revoke(state);
-        delete state.pending[attr];
-        state.seq++;
-      }
+    const targets = candidates.map((c) => this.ic.match(c.url.trim(), base));
+    const ours = targets.some(Boolean);
+    if (parsed && (!ours || this.states.get(el)?.pending[attr] === value)) return false;
+    if (!ours) {
+      const state = this.states.get(el);
+      if (state) this.forget(state, attr);
       return false;
     }
-    const s = stateOf(el);
-    revoke(s);
-    const seq = ++s.seq;
-    s.pending[attr] = value;
-    const ways = targets.map((t) => t && ic.known(t));
-    const rewrite = (/** @type {string[]} */ urls) =>
-      attr === "src" ? urls[0] : serializeSrcset(candidates.map((c, i) => ({ url: urls[i], descriptor: c.descriptor })));
-    if (ways.every((w, i) => !targets[i] || w === "route")) {
+    const state = this.stateOf(el);
+    this.forget(state, attr);
+    const seq = state.seq;
+    /** @param {string[]} urls */
+    const rewrite = (urls) =>
+      attr === "src" ? urls[0] : serializeSrcset(candidates.map((c, i) => ({ ...c, url: urls[i] })));
+    if (targets.every((t) => !t || this.ic.known(t) === "route")) {
       // Known routes only: set now, with no round trip. Same-origin URLs
       // under a working route stay as they are (and parsed ones are loading).
-      delete s.pending[attr];
-      const loopback = targets.some((t) => t?.loopback);
-      if (parsed && !loopback) return true;
-      const urls = candidates.map((c, i) => (targets[i]?.loopback ? ic.routed(/** @type {Target} */ (targets[i]), base) : c.url));
-      setNative(el, attr, rewrite(urls));
+      if (parsed && !targets.some((t) => t?.loopback)) return true;
+      this.set(el, attr, rewrite(candidates.map((c, i) => this.routedOr(targets[i], c.url, base))));
       return true;
     }
+    state.pending[attr] = value;
     // Parsed HTML already holds the URL: take it away until the answer is
     // here, or the browser asks the port itself (with no attribute it asks
     // nothing and fires no error).
-    if (parsed) nativeRemoveAttribute.call(el, attr);
+    if (parsed) this.removeAttribute.call(el, attr);
     /** @type {string[]} */
     const created = [];
-    Promise.all(
-      candidates.map(async (c, i) => {
-        const target = targets[i];
-        if (!target) return c.url;
-        if ((await ic.decide(target)) === "route") return target.loopback ? ic.routed(target, base) : c.url;
-        const url = await objectUrl(target);
-        created.push(url);
-        return url;
-      }),
-    ).then(
+    const settle = async (/** @type {Target | null} */ target, /** @type {string} */ url) => {
+      if (!target || (await this.ic.decide(target)) === "route") return this.routedOr(target, url, base);
+      const response = await this.routes.fetch(target, {});
+      if (!response.ok) throw new TypeError(`${target.url.href} answered ${response.status}.`);
+      const objectUrl = URL.createObjectURL(await response.blob());
+      created.push(objectUrl);
+      return objectUrl;
+    };
+    Promise.all(candidates.map((c, i) => settle(targets[i], c.url))).then(
       (urls) => {
-        if (s.seq !== seq) return void created.forEach((u) => URL.revokeObjectURL(u));
-        delete s.pending[attr];
-        s.urls.push(...created);
-        setNative(el, attr, rewrite(urls));
+        if (state.seq !== seq) return void created.forEach((u) => URL.revokeObjectURL(u));
+        delete state.pending[attr];
+        state.urls.push(...created);
+        this.set(el, attr, rewrite(urls));
       },
       (err) => {
         created.forEach((u) => URL.revokeObjectURL(u));
-        if (s.seq !== seq) return;
-        delete s.pending[attr];
+        if (state.seq !== seq) return;
+        delete state.pending[attr];
         console.warn("comm_bridge: could not load an intercepted image:", err);
         el.dispatchEvent(new Event("error"));
       },
     );
     return true;
-  };
+  }
 
-  for (const [proto, attrs] of natives) {
+  /** Route the image attributes `el` already holds (parsed HTML). @param {Element} el */
+  check(el) {
+    for (const attr of ["src", "srcset"]) {
+      const value = el.getAttribute(attr);
+      if (value !== null && this.carries(el, attr)) this.route(el, attr, value, true);
+    }
+  }
+
+  /** `check` `node` and every image element under it. @param {Node} node */
+  scan(node) {
+    if (!(node instanceof this.win.Element)) return;
+    this.check(node);
+    for (const el of node.querySelectorAll("img[src], img[srcset], source[srcset]")) this.check(el);
+  }
+
+  /** @param {Target | null} target @param {string} url @param {string} base */
+  routedOr(target, url, base) {
+    return target?.loopback ? this.ic.routed(target, base) : url;
+  }
+
+  /** @param {Element} el @param {string} attr @param {string} value */
+  set(el, attr, value) {
+    const { HTMLImageElement, HTMLSourceElement } = this.win;
+    const proto = el instanceof HTMLImageElement ? HTMLImageElement.prototype : HTMLSourceElement.prototype;
+    const d = /** @type {Record<string, PropertyDescriptor>} */ (this.natives.get(proto))[attr];
+    /** @type {(v: string) => void} */ (d.set).call(el, value);
+  }
+
+  /**
+   * A new URL replaces the last: its object URLs go, its answer in flight is dropped.
+   * @param {{urls: string[], pending: Record<string, string>, seq: number}} state @param {string} attr
+   */
+  forget(state, attr) {
+    for (const url of state.urls.splice(0)) URL.revokeObjectURL(url);
+    delete state.pending[attr];
+    state.seq++;
+  }
+
+  /**
+   * The element's state, created with the listeners that revoke its object
+   * URLs once the image they fed has loaded or failed. A `<source>` is
+   * watched through its `<picture>`'s `<img>`, which loads for it.
+   * @param {Element} el
+   */
+  stateOf(el) {
+    let state = this.states.get(el);
+    if (state) return state;
+    state = { urls: [], pending: {}, seq: 0 };
+    this.states.set(el, state);
+    if (el instanceof this.win.HTMLImageElement) {
+      const done = () => {
+        const picture = el.parentElement instanceof this.win.HTMLPictureElement ? [...el.parentElement.children] : [];
+        for (const each of [el, ...picture]) {
+          const s = this.states.get(each);
+          if (s?.urls.includes(el.currentSrc)) s.urls.splice(0).forEach((u) => URL.revokeObjectURL(u));
+        }
+      };
+      el.addEventListener("load", done);
+      el.addEventListener("error", done);
+    } else {
+      const img = el.parentElement?.querySelector(":scope > img");
+      if (img) this.stateOf(img);
+    }
+    return state;
+  }
+}
+
+/** `<img src>`, `srcset` and `setAttribute` on them. @param {Win} win @param {ImageRouter} images */
+function patchImages(win, images) {
+  for (const [proto, attrs] of images.natives) {
     for (const [attr, d] of Object.entries(attrs)) {
       Object.defineProperty(proto, attr, {
         ...d,
         /** @this {Element} @param {string} value */
         set(value) {
-          if (!route(this, attr, String(value))) /** @type {(v: string) => void} */ (d.set).call(this, value);
+          if (!images.route(this, attr, String(value))) /** @type {(v: string) => void} */ (d.set).call(this, value);
         },
       });
     }
   }
+  const setAttribute = win.Element.prototype.setAttribute;
   /** @this {Element} @param {string} name @param {string} value */
-  win.Element.prototype.setAttribute = function setAttribute(name, value) {
+  win.Element.prototype.setAttribute = function (name, value) {
     const attr = String(name).toLowerCase();
-    const ours =
-      (attr === "src" && this instanceof win.HTMLImageElement) ||
-      (attr === "srcset" && (this instanceof win.HTMLImageElement || this instanceof win.HTMLSourceElement));
-    if (ours && route(this, attr, String(value))) return;
-    nativeSetAttribute.call(this, name, value);
+    if (!images.carries(this, attr) || !images.route(this, attr, String(value))) setAttribute.call(this, name, value);
   };
+}
 
-  // What no setter sees: HTML parsed by innerHTML, insertAdjacentHTML, document.write…
-  /** @param {Element} el */
-  const check = (el) => {
-    for (const attr of ["src", "srcset"]) {
-      const value = el.getAttribute(attr);
-      if (value === null || (attr === "src" && !(el instanceof win.HTMLImageElement))) continue;
-      route(el, attr, value, true);
-    }
-  };
-  /** @param {Node} node */
-  const scan = (node) => {
-    if (!(node instanceof win.Element)) return;
-    if (node instanceof win.HTMLImageElement || node instanceof win.HTMLSourceElement) check(node);
-    for (const el of node.querySelectorAll("img[src], img[srcset], source[srcset]")) check(el);
-  };
-  // HTML parsed here is routed before the browser's image loading (a
-  // microtask later) asks for it; the observer catches the rest, late.
+/**
+ * Images in parsed HTML. What `innerHTML`, `outerHTML`, `insertAdjacentHTML`
+ * and `createContextualFragment` parse is routed before the browser's image
+ * loading (a microtask later) asks for it; a MutationObserver catches what
+ * other parsers (`document.write`, `DOMParser` + `importNode`) add, late.
+ * @param {Win} win @param {ImageRouter} images
+ */
+function patchParsedHtml(win, images) {
   const element = win.Element.prototype;
-  const inner = desc(element, "innerHTML");
-  const outer = desc(element, "outerHTML");
+  for (const name of ["innerHTML", "outerHTML"]) {
+    const d = desc(element, name);
+    Object.defineProperty(element, name, {
+      ...d,
+      /** @this {Element} @param {string} html */
+      set(html) {
+        const parent = this.parentElement;
+        /** @type {(v: string) => void} */ (d.set).call(this, html);
+        images.scan(name === "innerHTML" ? this : (parent ?? this));
+      },
+    });
+  }
   const adjacent = element.insertAdjacentHTML;
-  const contextual = win.Range.prototype.createContextualFragment;
-  Object.defineProperty(element, "innerHTML", {
-    ...inner,
-    /** @this {Element} @param {string} html */
-    set(html) {
-      /** @type {(v: string) => void} */ (inner.set).call(this, html);
-      scan(this);
-    },
-  });
-  Object.defineProperty(element, "outerHTML", {
-    ...outer,
-    /** @this {Element} @param {string} html */
-    set(html) {
-      const parent = this.parentElement;
-      /** @type {(v: string) => void} */ (outer.set).call(this, html);
-      if (parent) scan(parent);
-    },
-  });
   /** @this {Element} @param {InsertPosition} position @param {string} html */
-  element.insertAdjacentHTML = function insertAdjacentHTML(position, html) {
+  element.insertAdjacentHTML = function (position, html) {
     adjacent.call(this, position, html);
-    scan(this.parentElement ?? this);
+    images.scan(this.parentElement ?? this);
   };
+  const contextual = win.Range.prototype.createContextualFragment;
   /** @this {Range} @param {string} html */
-  win.Range.prototype.createContextualFragment = function createContextualFragment(html) {
+  win.Range.prototype.createContextualFragment = function (html) {
     const fragment = contextual.call(this, html);
-    for (const child of fragment.children) scan(child);
+    for (const child of fragment.children) images.scan(child);
     return fragment;
   };
-  new win.MutationObserver((records) => {
+  const observer = new win.MutationObserver((records) => {
     for (const record of records) {
-      if (record.type === "attributes") scan(record.target);
-      else record.addedNodes.forEach(scan);
+      if (record.type === "attributes") images.check(/** @type {Element} */ (record.target));
+      else record.addedNodes.forEach((node) => images.scan(node));
     }
-  }).observe(win.document, { subtree: true, childList: true, attributes: true, attributeFilter: ["src", "srcset"] });
-  scan(win.document.documentElement);
+  });
+  const attributeFilter = ["src", "srcset"];
+  observer.observe(win.document, { subtree: true, childList: true, attributes: true, attributeFilter });
+  images.scan(win.document.documentElement);
 }
 
 /** @param {object} proto @param {string} name @returns {PropertyDescriptor} */
@@ -1118,7 +1164,10 @@ function desc(proto, name) {
   return /** @type {PropertyDescriptor} */ (Object.getOwnPropertyDescriptor(proto, name));
 }
 
-/** `fetch(string | URL | Request, init)`. @param {Win} win @param {Interceptor} ic @param {ReturnType<typeof routing>} routes */
+/**
+ * `fetch(string | URL | Request, init)`.
+ * @param {Win} win @param {Interceptor} ic @param {ReturnType<typeof routing>} routes
+ */
 function patchFetch(win, ic, routes) {
   const native = routes.native;
   /** @param {RequestInfo | URL} input @param {RequestInit} [init] */
@@ -1237,7 +1286,10 @@ function patchXhr(win, ic, routes) {
     const init = { lengthComputable: total > 0, loaded, total };
     xhr.dispatchEvent(type === "readystatechange" ? new Event(type) : new ProgressEvent(type, init));
   };
-  /** Native request-error steps: DONE, then the event, then loadend. @param {XMLHttpRequest} xhr @param {XhrExchange} x @param {string} type */
+  /**
+   * The native request-error steps: DONE, then the event, then loadend.
+   * @param {XMLHttpRequest} xhr @param {XhrExchange} x @param {string} type
+   */
   const fail = (xhr, x, type) => {
     x.controller.abort();
     x.readyState = 4;
@@ -1258,9 +1310,11 @@ function patchXhr(win, ic, routes) {
         : body instanceof win.Document
           ? new win.XMLSerializer().serializeToString(body)
           : body;
-    const timer = xhr.timeout > 0 ? setTimeout(() => exchanges.get(xhr) === x && !x.controller.signal.aborted && fail(xhr, x, "timeout"), xhr.timeout) : undefined;
+    const { signal } = x.controller;
+    const late = () => exchanges.get(xhr) === x && !signal.aborted && fail(xhr, x, "timeout");
+    const timer = xhr.timeout > 0 ? setTimeout(late, xhr.timeout) : undefined;
     try {
-      const response = await routes.fetch(x.target, { method: x.method, headers: x.headers, body: payload, signal: x.controller.signal });
+      const response = await routes.fetch(x.target, { method: x.method, headers: x.headers, body: payload, signal });
       if (x.controller.signal.aborted) return void response.body?.cancel();
       x.status = response.status;
       x.statusText = response.statusText;
@@ -1302,7 +1356,12 @@ function patchXhr(win, ic, routes) {
       const sync = rest.length > 0 && !rest[0];
       const way = target && ic.known(target);
       if (target?.loopback && way === "route") url = ic.routed(target, routes.base());
-      if (!target || way === "route" || sync) return native.open.call(this, method, String(url), ...(/** @type {[boolean]} */ (rest.length ? rest : [true])));
+      if (!target || way === "route" || sync) {
+        native.open.call(this, method, String(url), .../** @type {[boolean]} */ (rest.length ? rest : [true]));
+        const token = way === "route" ? xsrf(win, method) : null;
+        if (token) native.setRequestHeader.call(this, "X-XSRFToken", token);
+        return;
+      }
       exchanges.set(this, new XhrExchange(String(method), target));
       fire(this, "readystatechange");
     },
@@ -1359,11 +1418,13 @@ function patchXhr(win, ic, routes) {
     responseURL: (_, x) => (x.readyState >= 2 && x.status ? x.target.url.href.replace(/#.*/, "") : ""),
     response: (xhr, x) => x.response(win, xhr.responseType),
     responseText: (xhr, x) => {
-      if (xhr.responseType !== "" && xhr.responseType !== "text") throw invalid(`responseText needs responseType "" or "text".`);
+      if (xhr.responseType !== "" && xhr.responseType !== "text")
+        throw invalid(`responseText needs responseType "" or "text".`);
       return x.response(win, "text");
     },
     responseXML: (xhr, x) => {
-      if (xhr.responseType !== "" && xhr.responseType !== "document") throw invalid(`responseXML needs responseType "" or "document".`);
+      if (xhr.responseType !== "" && xhr.responseType !== "document")
+        throw invalid(`responseXML needs responseType "" or "document".`);
       return x.readyState === 4 && x.status ? x.document(win, xhr.responseType) : null;
     },
   };
@@ -1513,8 +1574,8 @@ function patchEventSource(win, ic, routes) {
     constructor(url, init) {
       const target = ic.match(url, routes.base());
       if (target && ic.known(target) !== "route") {
-        const href = target.url.href;
-        return /** @type {any} */ (new BridgeEventSource(href, Boolean(init?.withCredentials), (request) => routes.fetch(target, request)));
+        const fetchTarget = (/** @type {RequestInit} */ request) => routes.fetch(target, request);
+        return /** @type {any} */ (new BridgeEventSource(target.url.href, Boolean(init?.withCredentials), fetchTarget));
       }
       super(target?.loopback ? ic.routed(target, routes.base()) : url, init);
     }
@@ -1569,7 +1630,8 @@ function follow(model) {
   const apply = () => {
     const ports = model.get?.("intercepted_ports");
     const prefixes = model.get?.("intercepted_prefixes") ?? {};
-    for (const port of Array.isArray(ports) ? ports : []) shared.interceptLocalhost(port, prefixes[String(port)] ?? null);
+    for (const port of Array.isArray(ports) ? ports : [])
+      shared.interceptLocalhost(port, prefixes[String(port)] ?? null);
     for (const [port, prefix] of Object.entries(prefixes)) shared.interceptLocalhost(Number(port), String(prefix));
   };
   if (typeof window !== "undefined") /** @type {Interceptor} */ (shared.interceptor).watch(window);
@@ -1592,7 +1654,11 @@ export default {
       removed();
     };
   },
-  /** Views show nothing: the bridge is plumbing (a view in another window gets the interception too). @param {{model: Model, el: HTMLElement}} ctx */
+  /**
+   * Views show nothing: the bridge is plumbing. A view in another window gets
+   * the interception there too.
+   * @param {{model: Model, el: HTMLElement}} ctx
+   */
   render({ el }) {
     el.hidden = true;
     const view = el.ownerDocument?.defaultView;
