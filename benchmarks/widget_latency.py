@@ -223,7 +223,12 @@ def measure(rounds: int, n: int, warmup: int) -> tuple[dict[str, dict[str, list[
 
 
 def table(
-    samples: dict[str, dict[str, list[float]]], found: dict[str, str], rounds: int, n: int, load: tuple[float, float]
+    samples: dict[str, dict[str, list[float]]],
+    found: dict[str, str],
+    rounds: int,
+    n: int,
+    load: tuple[float, float],
+    nice: int,
 ) -> str:
     on, off = SETUPS  # Nagle on (switch off), Nagle off (the default)
     lines = [
@@ -244,7 +249,7 @@ def table(
         "",
         f"{rounds} rounds × {n} round trips per figure and setup, the setups back to back; {when}, "
         f"{os.cpu_count()} cores ({platform.machine()}, Linux {platform.release()}), "
-        f"load average {load[0]:.1f} before, {load[1]:.1f} after; "
+        f"load average {load[0]:.1f} before, {load[1]:.1f} after{f', run at nice {nice}' if nice else ''}; "
         f"jupyter_server {jupyter_server.__version__}, tornado {tornado.version}, {chromium}.",
         "",
         "Connections with TCP_NODELAY on each leg, read from the processes' sockets during the run:",
@@ -267,11 +272,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("-n", type=int, default=30, help="timed round trips per figure and round")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--nice", type=int, default=0, help="niceness for this run's processes (negative: ahead of other load; root)"
+    )
     parser.add_argument("--write-docs", action="store_true", help=f"put the table into {DOCS.relative_to(ROOT)}")
     args = parser.parse_args()
+    if args.nice:
+        os.nice(args.nice)  # inherited by the servers, kernels and Chromium started below
     before = os.getloadavg()[0]
     samples, found = measure(args.rounds, args.n, args.warmup)
-    text = table(samples, found, args.rounds, args.n, (before, os.getloadavg()[0]))
+    text = table(samples, found, args.rounds, args.n, (before, os.getloadavg()[0]), os.nice(0))
     print("\n" + text)
     if args.write_docs:
         write_docs(text)
