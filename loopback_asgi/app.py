@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hmac
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,6 +46,17 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
+
+
+PUBLIC_PREFIX = re.compile(rb"/[\x21-\x7e]*")
+
+
+def _forwarded_prefix(scope: Scope) -> str | None:
+    """The public prefix a trusted proxy (Jupyter's adapter) names in ``X-Forwarded-Prefix``, if it is a plain path."""
+    value = _header(scope, b"x-forwarded-prefix")
+    if value is None or not PUBLIC_PREFIX.fullmatch(value):
+        return None
+    return value.decode("ascii").rstrip("/")
 
 
 def cross_site(scope: Scope, *, trust_forwarded: bool) -> bool:
@@ -93,8 +105,8 @@ class Loopback:
         # so a path's target is worked out once (refusals are never kept).
         self._resolve = functools.lru_cache(maxsize=RESOLVED)(self._resolve_now)
 
-    def _resolve_now(self, raw: bytes, query: bytes, public_root: str) -> Target:
-        return resolve(raw, query, self.namespaces, public_root)
+    def _resolve_now(self, raw: bytes, query: bytes, public_root: str, public_prefix: str | None = None) -> Target:
+        return resolve(raw, query, self.namespaces, public_root, public_prefix)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         is_ws = scope["type"] == "websocket"
@@ -107,12 +119,13 @@ class Loopback:
             parts = raw.split(b"/", depth + 1)
             raw = b"/" + parts[-1] if len(parts) > depth + 1 else b"/"
         public_root = root if self.public_root is None else self.public_root
+        public_prefix = _forwarded_prefix(scope) if self.trust_forwarded else None
         try:
             qs = scope.get("query_string", b"")
             if len(raw) + len(qs) <= RESOLVED_KEY:
-                target = self._resolve(raw, qs, public_root)
+                target = self._resolve(raw, qs, public_root, public_prefix)
             else:
-                target = self._resolve_now(raw, qs, public_root)
+                target = self._resolve_now(raw, qs, public_root, public_prefix)
         except TargetError as exc:
             return await send_error(scope, send, exc.status, exc.message, websocket=is_ws)
         if (is_ws or scope["method"] not in SAFE_METHODS) and cross_site(scope, trust_forwarded=self.trust_forwarded):

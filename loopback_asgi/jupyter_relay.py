@@ -159,6 +159,11 @@ class RelayMixin(WebSocketRelayMixin):
         out.append(("X-Forwarded-For", self.request.remote_ip or ""))
         out.append(("X-Forwarded-Proto", self.request.protocol))
         out.append(("X-Forwarded-Host", self.request.host))
+        if self.replace:
+            # An alias (0.3.x's ``<ns>-proxy/<port>``): the sidecar rewrites
+            # redirects and cookie paths into this public prefix, not its own.
+            port = (self.request.uri or "")[len(self.strip) :].split("?", 1)[0].split("/", 2)[1:2]
+            out.append(("X-Forwarded-Prefix", f"{self.strip}/{port[0] if port else ''}"))
         return out
 
     def _fail(self, status: int, message: str) -> None:

@@ -101,12 +101,15 @@ def resolve(
     query: bytes,
     namespaces: dict[str, Namespace],
     public_root: str = "",
+    public_prefix: str | None = None,
 ) -> Target:
     """Map ``/<namespace>/<port>/<rest>`` (relative to the app's mount) to a target.
 
     ``public_root`` is the public path under which the app is mounted (for
-    Jupyter, ``<base_url>loopback``). Raises :class:`TargetError` with 404,
-    400 or 403 for an unknown namespace, a malformed port or a port outside
+    Jupyter, ``<base_url>loopback``); the route's public prefix is
+    ``<public_root>/<namespace>/<port>`` unless a trusted proxy gave another
+    one in ``public_prefix`` (Jupyter's 0.3.x alias ``<base_url><ns>-proxy/<port>``).
+    Raises :class:`TargetError` with 404, 400 or 403 for an unknown namespace, a malformed port or a port outside
     the namespace's policy.
     """
     parts = raw_path.split(b"/", 3)
@@ -126,7 +129,7 @@ def resolve(
         raise TargetError(400, f"The port {port} is not a number from 1 to 65535.")
     if port not in ns.ports:
         raise TargetError(403, f"Port {port} is not allowed for namespace {name!r} (allowed: {ns.ports}).")
-    prefix = f"{public_root}/{name}/{port}"
+    prefix = public_prefix if public_prefix is not None else f"{public_root}/{name}/{port}"
     bare = len(parts) == 3
     rest = "/" + (_visible(parts[3]).decode("ascii") if not bare else "")
     path = rest if ns.strip_prefix else quote(prefix, safe="/") + rest

@@ -107,6 +107,24 @@ def test_alias_relays_as_the_loopback_route(legacy: JupyterServer, upstream: int
         assert legacy.token not in r.text
 
 
+def test_alias_rewrites_redirects_cookies_and_prefix_into_the_alias(legacy: JupyterServer, upstream: int) -> None:
+    """A page on the alias stays on it: redirects, cookie paths and X-Forwarded-Prefix name the alias."""
+    prefix = f"{legacy.base_url}mylib-proxy/{upstream}"
+    with legacy.client() as c:
+        r = c.get(_alias(legacy, upstream, "redirect?to=/json"), headers=legacy.auth)
+        assert r.status_code == 302 and r.headers["location"] == f"{prefix}/json"
+        r = c.get(_alias(legacy, upstream, "cookies"), headers=legacy.auth)
+        assert r.headers.get_list("set-cookie") == [f"a=1; Path={prefix}", f"b=2; Path={prefix}/sub; HttpOnly"]
+        r = c.get(_alias(legacy, upstream, "headers"), headers={**legacy.auth, "X-Forwarded-Prefix": "/evil"})
+        assert dict((k.lower(), v) for k, v in r.json())["x-forwarded-prefix"] == prefix
+        # The loopback route keeps its own prefix, whatever the client sends.
+        r = c.get(
+            f"{legacy.url}loopback/mylib/{upstream}/redirect?to=/json",
+            headers={**legacy.auth, "X-Forwarded-Prefix": "/evil"},
+        )
+        assert r.headers["location"] == f"{legacy.base_url}loopback/mylib/{upstream}/json"
+
+
 def test_alias_streams(legacy: JupyterServer, upstream: int) -> None:
     """The first server-sent event arrives while the upstream still sleeps before the second."""
     with (
