@@ -436,8 +436,18 @@ async function bridgeFetch(registry, port, path, init = {}) {
   }
 }
 
+/** An EventTarget whose `on<type>` handler runs before the listeners, as the browser's objects do. */
+class HandlerTarget extends EventTarget {
+  /** @param {Event} event */
+  _fire(event) {
+    const handler = /** @type {any} */ (this)[`on${event.type}`];
+    if (typeof handler === "function") handler.call(this, event);
+    this.dispatchEvent(event);
+  }
+}
+
 /** A WebSocket-like object over the comm: the browser's WebSocket API, same events and states. */
-class BridgeWebSocket extends EventTarget {
+class BridgeWebSocket extends HandlerTarget {
   static CONNECTING = 0;
   static OPEN = 1;
   static CLOSING = 2;
@@ -635,13 +645,6 @@ class BridgeWebSocket extends EventTarget {
     const event = typeof CloseEvent === "function" ? new CloseEvent("close", init) : Object.assign(new Event("close"), init);
     this._fire(event);
   }
-
-  /** @param {Event} event */
-  _fire(event) {
-    const handler = /** @type {any} */ (this)[`on${event.type}`];
-    if (typeof handler === "function") handler.call(this, event);
-    this.dispatchEvent(event);
-  }
 }
 
 // Interception: the page's own requests to a registered loopback port.
@@ -666,6 +669,10 @@ const UNSAFE_METHODS = /^(?!GET$|HEAD$|OPTIONS$|TRACE$)/i;
  * @typedef {"route" | "comm"} Way
  * @typedef {{way: Way | null, ready: Promise<Way>}} Probe
  * @typedef {Window & typeof globalThis} Win
+ * @typedef {{
+ *   fetch(port: number, path: string, init?: RequestInit): Promise<Response>,
+ *   openWebSocket(port: number, path: string, protocols?: string | string[]): BridgeWebSocket,
+ * }} Channels the bridge's own ways to a port, which the interception uses
  */
 
 /**
@@ -765,7 +772,7 @@ class EventStream {
  * PROBE_TIMEOUT_MS means the comm.
  */
 class Interceptor {
-  /** @param {ReturnType<typeof api>} shared */
+  /** @param {Channels} shared */
   constructor(shared) {
     this.shared = shared;
     /** @type {Map<string, string | null>} port (as URL.port spells it) to prefix */
@@ -776,6 +783,8 @@ class Interceptor {
     this.probes = new Map();
     /** @type {Set<Win>} */
     this.windows = new Set();
+    /** Windows patched, once each, by whichever copy of this module got there first. @type {WeakSet<Win>} */
+    this.patched = new WeakSet();
     /** The fetch of the page before any patch: probes must not be intercepted. */
     this.fetch = typeof fetch === "function" ? fetch.bind(globalThis) : null;
   }
@@ -886,16 +895,13 @@ function xsrf(win, method) {
   return cookie && UNSAFE_METHODS.test(method) ? decodeURIComponent(cookie[1]) : null;
 }
 
-/** Windows already patched (a window is patched once, whatever registers later). */
-const PATCHED = new WeakSet();
-
 /**
  * Patch `win`'s image, fetch, XHR, WebSocket and EventSource entry points, once.
  * @param {Win} win @param {Interceptor} ic
  */
 function install(win, ic) {
-  if (PATCHED.has(win) || !win.document) return;
-  PATCHED.add(win);
+  if (ic.patched.has(win) || !win.document) return;
+  ic.patched.add(win);
   const routes = routing(win, ic);
   const images = new ImageRouter(win, ic, routes);
   patchImages(win, images);
@@ -1473,7 +1479,7 @@ function patchWebSocket(win, ic) {
  * once the probe has answered): the browser's events, states and
  * reconnection with `Last-Event-ID`.
  */
-class BridgeEventSource extends EventTarget {
+class BridgeEventSource extends HandlerTarget {
   static CONNECTING = 0;
   static OPEN = 1;
   static CLOSED = 2;
@@ -1552,13 +1558,6 @@ class BridgeEventSource extends EventTarget {
     this._fire(new Event("error"));
     if (this.readyState !== 2) this._timer = setTimeout(() => this._connect(), this._retry);
   }
-
-  /** @param {Event} event */
-  _fire(event) {
-    const handler = /** @type {any} */ (this)[`on${event.type}`];
-    if (typeof handler === "function") handler.call(this, event);
-    this.dispatchEvent(event);
-  }
 }
 
 /**
@@ -1591,7 +1590,7 @@ function patchEventSource(win, ic, routes) {
 /** The page-wide API, created once and shared by every copy of this module. */
 function api() {
   const existing = /** @type {any} */ (globalThis).__jupyter_loopback__;
-  if (existing && existing.registry instanceof Object && existing.kind === "comm_bridge") return existing;
+  if (existing && existing.registry instanceof Object && existing.kind === "comm_bridge") return withInterception(existing);
   const registry = new Registry();
   const created = {
     kind: "comm_bridge",
@@ -1610,14 +1609,24 @@ function api() {
      * (and same-origin URLs under `prefix`) through the route or the comm.
      * @param {number | string} port @param {string | null} [prefix]
      */
-    interceptLocalhost: (port, prefix) => interceptor().add(port, prefix),
+    interceptLocalhost: (port, prefix) => withInterception(created).interceptor.add(port, prefix),
   };
-  /** @type {Interceptor | null} */
-  let shared = null;
-  const interceptor = () => (shared ??= new Interceptor(created));
-  Object.defineProperty(created, "interceptor", { get: interceptor });
   /** @type {any} */ (globalThis).__jupyter_loopback__ = created;
-  return created;
+  return withInterception(created);
+}
+
+/**
+ * Give the page's API its Interceptor and `interceptLocalhost`, once: a copy
+ * of this module from before them may have made the API.
+ * @template {Channels} T @param {T} shared
+ * @returns {T & {interceptor: Interceptor, interceptLocalhost(port: number | string, prefix?: string | null): void}}
+ */
+function withInterception(shared) {
+  const api = /** @type {any} */ (shared);
+  if (!(api.interceptor instanceof Object)) api.interceptor = new Interceptor(shared);
+  api.interceptLocalhost ??= (/** @type {number | string} */ port, /** @type {string | null} */ prefix) =>
+    api.interceptor.add(port, prefix);
+  return api;
 }
 
 /**
@@ -1634,7 +1643,7 @@ function follow(model) {
       shared.interceptLocalhost(port, prefixes[String(port)] ?? null);
     for (const [port, prefix] of Object.entries(prefixes)) shared.interceptLocalhost(Number(port), String(prefix));
   };
-  if (typeof window !== "undefined") /** @type {Interceptor} */ (shared.interceptor).watch(window);
+  if (typeof window !== "undefined") shared.interceptor.watch(window);
   apply();
   model.on("change:intercepted_ports", apply);
   model.on("change:intercepted_prefixes", apply);
@@ -1662,7 +1671,7 @@ export default {
   render({ el }) {
     el.hidden = true;
     const view = el.ownerDocument?.defaultView;
-    if (view) /** @type {Interceptor} */ (api().interceptor).watch(/** @type {Win} */ (view));
+    if (view) api().interceptor.watch(/** @type {Win} */ (view));
   },
 };
 
