@@ -14,20 +14,24 @@ __version__ = "0.4.0.dev0"
 
 from .kernel import autodetect_prefix, browser_url  # noqa: E402
 from .namespaces import Namespace, Policy, PortPolicy  # noqa: E402
+from .reach import Reach, reach  # noqa: E402
 
 __all__ = [
     "Namespace",
     "Policy",
     "PortPolicy",
+    "Reach",
     "__version__",
     "autodetect_prefix",
     "browser_url",
     "create_app",
+    "mount_into",
+    "reach",
     "setup_proxy_handler",
 ]
 
 # Names whose modules are imported on first access: name -> submodule.
-_LAZY = {"create_app": "app", "setup_proxy_handler": "jupyter"}
+_LAZY = {"create_app": "app", "mount_into": "mount", "setup_proxy_handler": "jupyter"}
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:

@@ -15,7 +15,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TypedDict
 
 __all__ = [
@@ -24,8 +24,10 @@ __all__ = [
     "Route",
     "announced_route",
     "autodetect_prefix",
+    "announce_mount",
     "browser_url",
     "is_in_jupyter_kernel",
+    "mounted_prefix",
     "proxy_prefix",
 ]
 
@@ -115,6 +117,30 @@ def _prefix(namespace: str, environ: Mapping[str, str] | None, template: str | N
     return None
 
 
+_mounts: list[tuple[str, frozenset[str]]] = []
+"""``create_app()`` mounts in this process (:func:`loopback_asgi.mount_into`): public path, served namespaces."""
+
+
+def announce_mount(prefix: str, namespaces: Iterable[str]) -> None:
+    """Record that this process serves ``namespaces`` at ``<prefix>/<namespace>/<port>/`` (a mounted sidecar).
+
+    Only code in the same process can make this true, so
+    :func:`mounted_prefix` never guesses. The latest announcement of a
+    prefix replaces an earlier one.
+    """
+    prefix = "/" + prefix.strip("/")
+    _mounts[:] = [(p, n) for p, n in _mounts if p != prefix]
+    _mounts.append((prefix, frozenset(namespaces)))
+
+
+def mounted_prefix(namespace: str) -> str | None:
+    """``"<mount path>/<namespace>/{port}"`` where a sidecar mounted in this process serves ``namespace``."""
+    for prefix, served in reversed(_mounts):
+        if namespace in served:
+            return f"{prefix.rstrip('/')}/{namespace}/{{port}}"
+    return None
+
+
 def is_in_jupyter_kernel() -> bool:
     """Whether this process is a running IPython kernel, whatever its frontend (Jupyter, VS Code, Colab).
 
@@ -129,10 +155,12 @@ def browser_url(namespace: str, port: int, path: str = "", environ: Mapping[str,
     """A URL for ``http://127.0.0.1:<port>/<path>`` that works in the user's browser.
 
     Through Jupyter this is a path under the server's own origin
-    (``/user/alice/loopback/mylib/8000/tiles/1.png``); where no route exists
-    it is the direct ``http://127.0.0.1:<port>/<path>``.
+    (``/user/alice/loopback/mylib/8000/tiles/1.png``); in a process that
+    mounted the sidecar into its own ASGI app (Solara, Shiny, marimo) it is
+    the mounted path (``/loopback/mylib/8000/tiles/1.png``); where no route
+    exists it is the direct ``http://127.0.0.1:<port>/<path>``.
     """
-    prefix = autodetect_prefix(namespace, environ)
+    prefix = autodetect_prefix(namespace, environ) or mounted_prefix(namespace)
     path = path.lstrip("/")
     if prefix is None:
         return f"http://127.0.0.1:{port}/{path}"

@@ -1,0 +1,235 @@
+"""Fixtures and page scripts for the framework tests (tests/test_marimo.py, test_solara.py, test_shiny.py).
+
+The framework servers run from ``.venv-frameworks`` (``make
+.venv-frameworks/.installed``, a step of ``make test``): marimo, Solara,
+Shiny and shinywidgets from PyPI beside this checkout. Each app
+(``tests/apps/``) starts its own upstream in the framework's process and
+shows an element of class ``loopback-info`` with its port, its bridge and
+how it is reached.
+
+The same cases run through the bridge (``window.__jupyter_loopback__``) and,
+where the app mounts the sidecar, through the route with the browser's own
+``fetch``, ``WebSocket`` and ``EventSource``: a JSON response, a PNG
+(byte-exact), a 20 MiB body, a WebSocket echo and its close code, and
+server-sent events that arrive while the stream is still open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from . import upstream
+from .apps.common import PNG
+from .browser_fixtures import ARTIFACTS, _free_port
+from .conftest import ROOT, Proc, start
+
+VENV = ROOT / ".venv-frameworks"
+BIG = 20 << 20
+BIG_SHA = hashlib.sha256((upstream.PATTERN * 20)[:BIG]).hexdigest()
+PNG_SHA = hashlib.sha256(PNG).hexdigest()
+SSE_EVENTS, SSE_INTERVAL = 3, 0.2
+
+# Shared by both ways: `get(path)` returns a Response, `socket(path)` a WebSocket-like object.
+CASES_JS = (
+    """
+async ({get, socket}) => {
+  const sha = async (buf) => [...new Uint8Array(await crypto.subtle.digest("SHA-256", buf))]
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+  const out = {};
+  const json = await get("/json");
+  out.json = {status: json.status, type: json.headers.get("content-type"), body: await json.json()};
+  const png = await get("/png");
+  const pngBytes = await png.arrayBuffer();
+  out.png = {status: png.status, type: png.headers.get("content-type"), size: pngBytes.byteLength,
+             sha: await sha(pngBytes)};
+  const t0 = performance.now();
+  const big = await get("/bytes?n=__BIG__");
+  const bigBytes = await big.arrayBuffer();
+  out.big = {status: big.status, size: bigBytes.byteLength, sha: await sha(bigBytes), ms: performance.now() - t0};
+  out.ws = await new Promise((resolve, reject) => {
+    const ws = socket("/ws");
+    const got = [];
+    const timer = setTimeout(() => reject(new Error("websocket timed out: " + JSON.stringify(got))), 20000);
+    ws.onopen = () => ws.send("hello");
+    ws.onmessage = (e) => { got.push(e.data); if (e.data === "hello") ws.send("close:4321:bye"); };
+    ws.onclose = (e) => { clearTimeout(timer); resolve({messages: got, code: e.code, reason: e.reason}); };
+    ws.onerror = () => got.push("error");
+  });
+  const sse = await get("/sse?n=__N__&interval=__INTERVAL__");
+  const reader = sse.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "", first = null;
+  for (let i = 0; i < 100; i++) {
+    const {done, value} = await reader.read();
+    if (done) break;
+    if (first === null && value.byteLength) first = performance.now();
+    text += decoder.decode(value, {stream: true});
+  }
+  out.sse = {type: sse.headers.get("content-type"), events: text.split("\\n\\n").filter(Boolean),
+             leadMs: performance.now() - first};
+  return out;
+}
+""".replace("__BIG__", str(BIG))
+    .replace("__N__", str(SSE_EVENTS))
+    .replace("__INTERVAL__", str(SSE_INTERVAL))
+)
+
+BRIDGE_JS = (
+    "async (port) => { const L = window.__jupyter_loopback__;"
+    " if (!(await L.ready(30000))) throw new Error('no bridge');"
+    f" return await ({CASES_JS})({{get: (p) => L.fetch(port, p), socket: (p) => L.openWebSocket(port, p)}}); }}"
+)
+ROUTE_JS = (
+    "async (prefix) => { const ws = new URL(prefix, location.href); ws.protocol = ws.protocol.replace('http', 'ws');"
+    f" return await ({CASES_JS})({{get: (p) => fetch(prefix + p),"
+    " socket: (p) => new WebSocket(ws.href.replace(/\\/$/, '') + p)}); }"
+)
+# Fire `n` requests at once and record every reply this page's bridge models receive.
+BURST_JS = """
+async ([tab, n]) => {
+  const L = window.__jupyter_loopback__;
+  await L.ready(30000);
+  const seen = [];
+  for (const m of L.registry.models) m.on("msg:custom", (msg) => { if (msg.op === "reply") seen.push(msg.data); });
+  const replies = await Promise.all(
+    Array.from({length: n}, (_, i) => L.request("demo", i % 2 ? "slow" : "echo", {tab, i})));
+  return {replies: replies.map((r) => ({status: r.status, data: r.data})), seen};
+}
+"""
+
+
+def check_cases(out: dict[str, Any]) -> None:
+    """Every case of :data:`CASES_JS` arrived whole."""
+    assert out["json"] == {"status": 200, "type": "application/json", "body": {"hello": "world"}}
+    assert out["png"] == {"status": 200, "type": "image/png", "size": len(PNG), "sha": PNG_SHA}
+    assert (out["big"]["status"], out["big"]["size"], out["big"]["sha"]) == (200, BIG, BIG_SHA)
+    assert out["ws"] == {"messages": ["hello"], "code": 4321, "reason": "bye"}
+    assert out["sse"]["type"].startswith("text/event-stream")
+    assert out["sse"]["events"] == [f"data: {i}" for i in range(SSE_EVENTS)]
+    # Pushed as produced: the first event came while the server still had (n-1) intervals to go.
+    assert out["sse"]["leadMs"] >= (SSE_EVENTS - 1) * SSE_INTERVAL * 1000 * 0.75, out["sse"]
+
+
+def check_isolated(out: dict[str, Any], tab: str, n: int) -> None:
+    """Each reply answered this tab's own request, and no reply of another tab reached this page."""
+    assert [r["status"] for r in out["replies"]] == ["ok"] * n
+    assert [r["data"]["echo"] for r in out["replies"]] == [{"tab": tab, "i": i} for i in range(n)]
+    assert len(out["seen"]) == n
+    assert {s["echo"]["tab"] for s in out["seen"]} == {tab}
+
+
+@dataclass
+class Server:
+    """A framework server: ``url`` ends with ``/``."""
+
+    url: str
+    proc: Proc
+
+
+def framework_python() -> Path:
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{VENV} is missing: run `make .venv-frameworks/.installed`.")
+    return python
+
+
+def start_framework(args: list[str], ready: str, *, cwd_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """Run ``.venv-frameworks/bin/<args>`` on a free port ({port} in args) until the test module ends."""
+    port = _free_port()
+    cmd = [str(VENV / "bin" / args[0]), *(a.replace("{port}", str(port)) for a in args[1:])]
+    framework_python()
+    proc = start(cmd, ready, env=cwd_env, timeout=90)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(300):  # bounded: some servers print their URL before they listen
+        try:
+            httpx.get(url, timeout=5, trust_env=False)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    else:
+        proc.stop()
+        pytest.fail(f"{args[0]} did not answer at {url}:\n" + "".join(proc.output))
+    try:
+        yield Server(f"http://127.0.0.1:{port}/", proc)
+    finally:
+        proc.stop()
+
+
+def open_page(browser: Any, url: str) -> tuple[Any, Any, dict[str, Any]]:
+    """A new context and page at ``url``, once the app shows its ``loopback-info``; returns that info too."""
+    context = browser.new_context(viewport={"width": 1100, "height": 700})
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    page.goto(url)
+    text = page.locator(".loopback-info", has_text='"port"').first.text_content(timeout=90_000)
+    return context, page, json.loads(text or "{}")
+
+
+def screenshot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def bridge_cases(browser: Any, url: str, name: str) -> dict[str, Any]:
+    """Every case through the page's bridge; a screenshot ``<name>.png`` in the test artifacts."""
+    context, page, info = open_page(browser, url)
+    try:
+        out = page.evaluate(BRIDGE_JS, info["port"])
+        check_cases(out)
+        screenshot(page, name)
+        return info
+    finally:
+        context.close()
+
+
+def route_cases(browser: Any, url: str) -> dict[str, Any]:
+    """Every case through the mounted route that ``browser_url`` returned in the app's process."""
+    context, page, info = open_page(browser, url)
+    try:
+        assert info["how"] == "mount", info
+        assert info["url"] == info["reach"] == f"/loopback/app/{info['port']}/", info
+        check_cases(page.evaluate(ROUTE_JS, info["url"].rstrip("/")))
+        return info
+    finally:
+        context.close()
+
+
+def two_tabs(browser: Any, url: str, n: int = 24) -> None:
+    """Two tabs on one server at once: two bridges, and each tab gets only its own replies."""
+    opened = [open_page(browser, url) for _ in range(2)]
+    try:
+        (_, a, info_a), (_, b, info_b) = opened
+        assert info_a["bridge"] != info_b["bridge"], "both tabs share one bridge"
+        # Start both bursts before waiting on either, so their requests are in flight together.
+        a.evaluate(f"() => {{ window.__burst = ({BURST_JS})(['a', {n}]); }}")
+        b.evaluate(f"() => {{ window.__burst = ({BURST_JS})(['b', {n}]); }}")
+        check_isolated(a.evaluate("() => window.__burst"), "a", n)
+        check_isolated(b.evaluate("() => window.__burst"), "b", n)
+    finally:
+        for context, _, _ in opened:
+            context.close()
+
+
+def worker_thread_replies(browser: Any, url: str) -> None:
+    """A reply sent from a worker thread, and one from the bridge's own loop thread, reach the page."""
+    context, page, _ = open_page(browser, url)
+    try:
+        script = "async (kind) => await window.__jupyter_loopback__.request('demo', kind, {k: kind})"
+        slow = page.evaluate(script, "slow")
+        assert slow["status"] == "ok" and slow["data"]["echo"] == {"k": "slow"}, slow
+        assert slow["data"]["thread"] == "comm-bridge-worker", slow
+        hurried = page.evaluate(script, "async")
+        assert hurried["status"] == "ok" and hurried["data"]["thread"] == "comm-bridge-loop", hurried
+    finally:
+        context.close()
