@@ -476,7 +476,7 @@ def test_public_names_of_the_adapter() -> None:
     traits = set(jupyter.Loopback.class_own_traits(config=True))
     assert traits == {
         "enabled_namespaces", "disabled_namespaces", "allowed_ports", "connect_timeout", "header_timeout",
-        "max_connections", "startup_timeout",
+        "max_connections", "startup_timeout", "kernel_websocket_nodelay",
     }  # fmt: skip
     docs = (Path(__file__).resolve().parent.parent / "docs" / "jupyter.md").read_text()
     assert all(f"`{name}`" in docs for name in traits)
