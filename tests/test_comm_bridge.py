@@ -594,7 +594,15 @@ async def test_port_policy_follows_the_administrator(monkeypatch: pytest.MonkeyP
 async def test_public_names() -> None:
     import comm_bridge
 
-    assert sorted(comm_bridge.__all__) == ["CommBridge", "Handler", "enable_comm_bridge", "off_request", "on_request"]
+    assert sorted(comm_bridge.__all__) == [
+        "CommBridge",
+        "Handler",
+        "enable_comm_bridge",
+        "intercept_localhost",
+        "is_comm_bridge_enabled",
+        "off_request",
+        "on_request",
+    ]
     with pytest.raises(ValueError):
         comm_bridge.on_request("", "kind")
 

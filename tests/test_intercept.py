@@ -504,6 +504,11 @@ def test_object_urls_are_revoked(page: Page) -> None:
               const shown = c.src;
               c.src = upstream(comm, "/png?w=1&h=1");
               await loaded(c);
+              // Fails to decode: revoked on error.
+              const d = image();
+              const failed = new Promise((resolve) => d.addEventListener("error", () => resolve(d.currentSrc)));
+              d.src = upstream(comm, "/json");
+              const broken = await failed;
               const pic = document.createElement("picture");
               pic.innerHTML = `<source srcset="${upstream(comm, "/png?w=5&h=5")}"><img>`;
               document.body.append(pic);
@@ -512,12 +517,12 @@ def test_object_urls_are_revoked(page: Page) -> None:
               while (revoked.size < created.length && Date.now() < settled) await new Promise((r) => setTimeout(r, 20));
               const stillThere = await fetch(shown).then(() => true, () => false);
               const unrevoked = created.filter((u) => !revoked.has(u)).length;
-              return {created: created.length, unrevoked, first, stillThere};
+              return {created: created.length, unrevoked, first, stillThere, broken: revoked.has(broken)};
             } finally {
               URL.createObjectURL = create;
               URL.revokeObjectURL = revoke;
             }"""
         )
     )
-    assert out["created"] >= 6 and out["unrevoked"] == 0
+    assert out["created"] >= 7 and out["unrevoked"] == 0 and out["broken"] is True
     assert out["first"] == [2, 2] and out["stillThere"] is False
