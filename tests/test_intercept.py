@@ -526,3 +526,31 @@ def test_object_urls_are_revoked(page: Page) -> None:
     )
     assert out["created"] >= 7 and out["unrevoked"] == 0 and out["broken"] is True
     assert out["first"] == [2, 2] and out["stillThere"] is False
+
+
+def test_same_origin_iframe_output(page: Page) -> None:
+    """An HTML output that draws in a srcdoc iframe (folium's way): its own window is patched before it runs."""
+    page.fresh()
+    out = page.run(
+        script(
+            """const inner = `<img id="static" src="${upstream(comm, "/png?w=16&h=2")}"><img id="dynamic">`
+              + `<script>document.getElementById("dynamic").src = "${upstream(route, "/png?w=17&h=2")}";`
+              + `const x = new Image(); x.id = "comm"; document.body.append(x);`
+              + `x.src = "${upstream(comm, "/png?w=18&h=2")}";<\\/script>`;
+            const host = document.createElement("div");
+            document.body.append(host);
+            host.innerHTML = `<iframe srcdoc="${inner.replaceAll('"', "&quot;")}"></iframe>`;
+            const frame = host.querySelector("iframe");
+            const size = (id) => frame.contentDocument?.getElementById(id)?.naturalWidth ?? 0;
+            const until = Date.now() + 20000;
+            while (Date.now() < until && !(size("static") && size("dynamic") && size("comm")))
+              await new Promise((r) => setTimeout(r, 50));
+            const src = (id) => frame.contentDocument.getElementById(id).src;
+            const sizes = [size("static"), size("dynamic"), size("comm")];
+            return {sizes, src: [src("dynamic"), src("comm").slice(0, 5)]};"""
+        )
+    )
+    assert out["sizes"] == [16, 17, 18]
+    assert out["src"] == [f"{page.page.url.split('/lab')[0]}/itest-proxy/{page.route}/png?w=17&h=2", "blob:"]
+    # The dynamic images never asked the ports; the static one may have, before the new document was watched.
+    assert [url for url in page.refused if "w=16" not in url] == []

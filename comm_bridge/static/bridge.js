@@ -783,8 +783,10 @@ class Interceptor {
     this.probes = new Map();
     /** @type {Set<Win>} */
     this.windows = new Set();
-    /** Windows patched, once each, by whichever copy of this module got there first. @type {WeakSet<Win>} */
-    this.patched = new WeakSet();
+    /** Windows patched (once each, by whichever copy of this module got there first). @type {WeakMap<Win, ImageRouter>} */
+    this.patched = new WeakMap();
+    /** @type {WeakSet<Document>} */
+    this.observed = new WeakSet();
     /** The fetch of the page before any patch: probes must not be intercepted. */
     this.fetch = typeof fetch === "function" ? fetch.bind(globalThis) : null;
   }
@@ -900,16 +902,22 @@ function xsrf(win, method) {
  * @param {Win} win @param {Interceptor} ic
  */
 function install(win, ic) {
-  if (ic.patched.has(win) || !win.document) return;
-  ic.patched.add(win);
-  const routes = routing(win, ic);
-  const images = new ImageRouter(win, ic, routes);
-  patchImages(win, images);
-  patchParsedHtml(win, images);
-  patchFetch(win, ic, routes);
-  patchXhr(win, ic, routes);
-  patchWebSocket(win, ic);
-  patchEventSource(win, ic, routes);
+  if (!win.document) return;
+  let images = ic.patched.get(win);
+  if (!images) {
+    const routes = routing(win, ic);
+    images = new ImageRouter(win, ic, routes);
+    ic.patched.set(win, images);
+    patchImages(win, images);
+    patchParsedHtml(win, images);
+    patchFetch(win, ic, routes);
+    patchXhr(win, ic, routes);
+    patchWebSocket(win, ic);
+    patchEventSource(win, ic, routes);
+  }
+  // A same-origin iframe keeps its window when its srcdoc replaces the
+  // initial document: the patches stay, the new document needs watching.
+  observeDocument(win, images);
 }
 
 /**
@@ -961,6 +969,8 @@ class ImageRouter {
     this.removeAttribute = win.Element.prototype.removeAttribute;
     /** @type {WeakMap<Element, {urls: string[], pending: Record<string, string>, seq: number}>} */
     this.states = new WeakMap();
+    /** @type {WeakSet<HTMLIFrameElement>} */
+    this.frames = new WeakSet();
   }
 
   /** Whether `attr` of `el` carries image URLs. @param {Element} el @param {string} attr */
@@ -1040,11 +1050,35 @@ class ImageRouter {
     }
   }
 
-  /** `check` `node` and every image element under it. @param {Node} node */
+  /** `check` `node` and every image element under it; patch the same-origin iframes there. @param {Node} node */
   scan(node) {
     if (!(node instanceof this.win.Element)) return;
     this.check(node);
     for (const el of node.querySelectorAll("img[src], img[srcset], source[srcset]")) this.check(el);
+    for (const frame of [node, ...node.querySelectorAll("iframe")])
+      if (frame instanceof this.win.HTMLIFrameElement) this.frame(frame);
+  }
+
+  /**
+   * Patch a same-origin iframe's window now, before its `srcdoc` runs (folium
+   * and other HTML outputs draw their maps in one), and its new document on
+   * each load. A cross-origin iframe is left alone.
+   * @param {HTMLIFrameElement} frame
+   */
+  frame(frame) {
+    const enter = () => {
+      try {
+        const win = /** @type {Win | null} */ (frame.contentWindow);
+        if (win?.document) install(win, this.ic);
+      } catch {
+        // Another origin: its requests are its own.
+      }
+    };
+    if (!this.frames.has(frame)) {
+      this.frames.add(frame);
+      frame.addEventListener("load", enter);
+    }
+    enter();
   }
 
   /** @param {Target | null} target @param {string} url @param {string} base */
@@ -1123,7 +1157,7 @@ function patchImages(win, images) {
 /**
  * Images in parsed HTML. What `innerHTML`, `outerHTML`, `insertAdjacentHTML`
  * and `createContextualFragment` parse is routed before the browser's image
- * loading (a microtask later) asks for it; a MutationObserver catches what
+ * loading (a microtask later) asks for it; `observeDocument` catches what
  * other parsers (`document.write`, `DOMParser` + `importNode`) add, late.
  * @param {Win} win @param {ImageRouter} images
  */
@@ -1154,6 +1188,17 @@ function patchParsedHtml(win, images) {
     for (const child of fragment.children) images.scan(child);
     return fragment;
   };
+}
+
+/**
+ * Watch `win`'s current document, once, for image URLs and iframes no patched
+ * parser saw; route what it already holds.
+ * @param {Win} win @param {ImageRouter} images
+ */
+function observeDocument(win, images) {
+  const doc = win.document;
+  if (images.ic.observed.has(doc)) return;
+  images.ic.observed.add(doc);
   const observer = new win.MutationObserver((records) => {
     for (const record of records) {
       if (record.type === "attributes") images.check(/** @type {Element} */ (record.target));
@@ -1161,8 +1206,8 @@ function patchParsedHtml(win, images) {
     }
   });
   const attributeFilter = ["src", "srcset"];
-  observer.observe(win.document, { subtree: true, childList: true, attributes: true, attributeFilter });
-  images.scan(win.document.documentElement);
+  observer.observe(doc, { subtree: true, childList: true, attributes: true, attributeFilter });
+  images.scan(doc.documentElement);
 }
 
 /** @param {object} proto @param {string} name @returns {PropertyDescriptor} */
