@@ -4,6 +4,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY      = $(VENV)/bin/python
 COMPAT ?= .venv-compat
+FRAMEWORKS ?= .venv-frameworks
 PYTEST_ARGS ?=
 
 .PHONY: setup system-deps demo test lint bench bench-widgets docs docs-serve clean
@@ -24,6 +25,18 @@ $(COMPAT)/.installed: pyproject.toml
 	$(COMPAT)/bin/python -m pip install -q --upgrade pip
 	$(COMPAT)/bin/python -m pip install -q -e ".[comm]" localtileserver==1.0.0 ipyleaflet jupyterlab ipykernel
 	$(COMPAT)/bin/python -I -c "import sys, loopback_asgi; sys.exit(not loopback_asgi.__file__.startswith('$(CURDIR)/'))"
+	touch $@
+
+# A third venv: marimo, Solara, Shiny and shinywidgets from PyPI beside this
+# checkout, whose servers the browser tests start (tests/framework_fixtures.py).
+# Solara is held at the release of the newest solara-assets, which serves its
+# front end from the package instead of a CDN (tests reach only loopback).
+$(FRAMEWORKS)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(FRAMEWORKS)
+	$(FRAMEWORKS)/bin/python -m pip install -q --upgrade pip
+	$(FRAMEWORKS)/bin/python -m pip install -q -e ".[comm]" "marimo>=0.23.14" "shiny>=1.0" "shinywidgets>=0.8.0" \
+	  solara==1.58.2 solara-server==1.58.2 solara-ui==1.58.2 solara-assets==1.58.2
+	$(FRAMEWORKS)/bin/python -I -c "import sys, comm_bridge; sys.exit(not comm_bridge.__file__.startswith('$(CURDIR)/'))"
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -47,7 +60,7 @@ lint: setup node_modules/.installed
 	$(VENV)/bin/mypy
 	npm run --silent typecheck
 
-test: system-deps setup $(COMPAT)/.installed node_modules/.installed lint
+test: system-deps setup $(COMPAT)/.installed $(FRAMEWORKS)/.installed node_modules/.installed lint
 	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 # wrk (req/s) and curl (downloads) keep the client from being the bottleneck;
@@ -70,4 +83,4 @@ docs-serve: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 clean:
-	rm -rf $(VENV) $(COMPAT) node_modules .coverage* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT) $(FRAMEWORKS) node_modules .coverage* .pytest_cache .mypy_cache .ruff_cache

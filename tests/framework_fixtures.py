@@ -142,12 +142,12 @@ def framework_python() -> Path:
     return python
 
 
-def start_framework(args: list[str], ready: str, *, cwd_env: dict[str, str] | None = None) -> Iterator[Server]:
+def start_framework(args: list[str], ready: str, *, env: dict[str, str] | None = None) -> Iterator[Server]:
     """Run ``.venv-frameworks/bin/<args>`` on a free port ({port} in args) until the test module ends."""
     port = _free_port()
     cmd = [str(VENV / "bin" / args[0]), *(a.replace("{port}", str(port)) for a in args[1:])]
     framework_python()
-    proc = start(cmd, ready, env=cwd_env, timeout=90)
+    proc = start(cmd, ready, env=env, timeout=90)
     url = f"http://127.0.0.1:{port}/"
     for _ in range(300):  # bounded: some servers print their URL before they listen
         try:

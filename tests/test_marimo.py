@@ -23,13 +23,22 @@ CLI = ["--headless", "--no-token", "--host", "127.0.0.1", "-p", "{port}"]
 
 
 @pytest.fixture(scope="module")
-def marimo_run() -> Iterator[Server]:
-    yield from start_framework(["marimo", "run", APP, *CLI], r"URL: http")
+def config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """marimo's user configuration in a directory of its own: ``marimo edit`` runs the cells on open."""
+    home = tmp_path_factory.mktemp("marimo-config")
+    (home / "marimo").mkdir()
+    (home / "marimo" / "marimo.toml").write_text("[runtime]\nauto_instantiate = true\n")
+    return {"XDG_CONFIG_HOME": str(home)}
 
 
 @pytest.fixture(scope="module")
-def marimo_edit() -> Iterator[Server]:
-    yield from start_framework(["marimo", "edit", APP, *CLI], r"URL: http")
+def marimo_run(config: dict[str, str]) -> Iterator[Server]:
+    yield from start_framework(["marimo", "run", APP, *CLI], r"URL: http", env=config)
+
+
+@pytest.fixture(scope="module")
+def marimo_edit(config: dict[str, str]) -> Iterator[Server]:
+    yield from start_framework(["marimo", "edit", APP, *CLI], r"URL: http", env=config)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +65,8 @@ def test_reply_from_worker_thread(browser: Any, marimo_run: Server) -> None:
 
 @pytest.mark.proves("marimo", "bridge")
 def test_bridge_edit(browser: Any, marimo_edit: Server) -> None:
-    bridge_cases(browser, marimo_edit.url, "marimo-edit-bridge")
+    info = bridge_cases(browser, marimo_edit.url, "marimo-edit-bridge")
+    assert info["how"] == "bridge"
 
 
 @pytest.mark.proves("marimo", "mount")
