@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 CHUNK = 1 << 20
-"""Largest buffer sent either way."""
+"""Largest buffer the kernel sends; the page sends pieces of at most 256 KiB (``SEND_CHUNK`` in static/bridge.js)."""
 WINDOW = 16 << 20
 """Bytes of one stream allowed in flight before the sender waits for credit."""
 WINDOW_MESSAGES = 256

@@ -11,7 +11,8 @@ The same cases run through the bridge (``window.__jupyter_loopback__``) and,
 where the app mounts the sidecar, through the route with the browser's own
 ``fetch``, ``WebSocket`` and ``EventSource``: a JSON response, a PNG
 (byte-exact), a 20 MiB body, a WebSocket echo and its close code, and
-server-sent events that arrive while the stream is still open.
+server-sent events that arrive while the stream is still open; and a 3 MiB
+upload, whose pieces marimo posts separately.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ BIG = 20 << 20
 BIG_SHA = hashlib.sha256((upstream.PATTERN * 20)[:BIG]).hexdigest()
 PNG_SHA = hashlib.sha256(PNG).hexdigest()
 SSE_EVENTS, SSE_INTERVAL = 3, 0.2
+UP = 3 << 20  # an upload of twelve page-to-kernel pieces: marimo may deliver them out of order
+UP_SHA = hashlib.sha256(bytes(i % 251 for i in range(UP))).hexdigest()
 
 # Shared by both ways: `get(path)` returns a Response, `socket(path)` a WebSocket-like object.
 CASES_JS = (
@@ -55,6 +58,9 @@ async ({get, socket}) => {
   const big = await get("/bytes?n=__BIG__");
   const bigBytes = await big.arrayBuffer();
   out.big = {status: big.status, size: bigBytes.byteLength, sha: await sha(bigBytes), ms: performance.now() - t0};
+  const body = new Uint8Array(__UP__).map((_, i) => i % 251);
+  const up = await get("/upload", {method: "POST", body, headers: {"content-type": "application/octet-stream"}});
+  out.upload = {status: up.status, body: await up.json()};
   out.ws = await new Promise((resolve, reject) => {
     const ws = socket("/ws");
     const got = [];
@@ -79,6 +85,7 @@ async ({get, socket}) => {
   return out;
 }
 """.replace("__BIG__", str(BIG))
+    .replace("__UP__", str(UP))
     .replace("__N__", str(SSE_EVENTS))
     .replace("__INTERVAL__", str(SSE_INTERVAL))
 )
@@ -86,11 +93,11 @@ async ({get, socket}) => {
 BRIDGE_JS = (
     "async (port) => { const L = window.__jupyter_loopback__;"
     " if (!(await L.ready(30000))) throw new Error('no bridge');"
-    f" return await ({CASES_JS})({{get: (p) => L.fetch(port, p), socket: (p) => L.openWebSocket(port, p)}}); }}"
+    f" return await ({CASES_JS})({{get: (p, i) => L.fetch(port, p, i), socket: (p) => L.openWebSocket(port, p)}}); }}"
 )
 ROUTE_JS = (
     "async (prefix) => { const ws = new URL(prefix, location.href); ws.protocol = ws.protocol.replace('http', 'ws');"
-    f" return await ({CASES_JS})({{get: (p) => fetch(prefix + p),"
+    f" return await ({CASES_JS})({{get: (p, i) => fetch(prefix + p, i),"
     " socket: (p) => new WebSocket(ws.href.replace(/\\/$/, '') + p)}); }"
 )
 # Fire `n` requests at once and record every reply this page's bridge models receive.
@@ -112,6 +119,7 @@ def check_cases(out: dict[str, Any]) -> None:
     assert out["json"] == {"status": 200, "type": "application/json", "body": {"hello": "world"}}
     assert out["png"] == {"status": 200, "type": "image/png", "size": len(PNG), "sha": PNG_SHA}
     assert (out["big"]["status"], out["big"]["size"], out["big"]["sha"]) == (200, BIG, BIG_SHA)
+    assert out["upload"] == {"status": 200, "body": {"size": UP, "sha256": UP_SHA}}
     assert out["ws"] == {"messages": ["hello"], "code": 4321, "reason": "bye"}
     assert out["sse"]["type"].startswith("text/event-stream")
     assert out["sse"]["events"] == [f"data: {i}" for i in range(SSE_EVENTS)]

@@ -19,6 +19,11 @@
  */
 
 const CHUNK = 1 << 20;
+// Page-to-kernel pieces are smaller: every message a page sends, with its
+// batching (at most two pieces), stays under 512 KiB, so under Colab's
+// reported 1 MB limit even base64-encoded (Shiny, marimo) and about 2 MB as
+// VS Code's JSON arrays of numbers. docs/frameworks.md has the figures.
+const SEND_CHUNK = 256 << 10;
 const WINDOW = 16 << 20;
 const WINDOW_MESSAGES = 256;
 const ACK_BYTES = (WINDOW * 3) / 4; // each ack costs the kernel a shell message: few of them
@@ -151,9 +156,9 @@ async function request(registry, ns, kind, data = null, buffers = [], options = 
   if (!model) return failure(NO_BRIDGE);
   const id = registry.id();
   const views = buffers.map(bytes);
-  // Buffers over CHUNK in all travel after the request in CHUNK pieces, paced
-  // by credit, and so may a reply's: no message nears the 10 MiB cap.
-  const chunked = views.reduce((n, b) => n + b.byteLength, 0) > CHUNK;
+  // Buffers over SEND_CHUNK in all travel after the request in SEND_CHUNK pieces,
+  // paced by credit, and so may a reply's (in CHUNK pieces): no message nears the 10 MiB cap.
+  const chunked = views.reduce((n, b) => n + b.byteLength, 0) > SEND_CHUNK;
   const credit = new Credit();
   /** @type {{msg: any, parts: Uint8Array[]} | null} */
   let incoming = null;
@@ -356,7 +361,7 @@ function exchange(registry, model, port, path, method, headers, body, signal) {
 }
 
 /**
- * Send a request body in CHUNK pieces as credit allows.
+ * Send a request body in SEND_CHUNK pieces as credit allows.
  * @param {Model} model @param {number} id @param {Uint8Array | ReadableStream<Uint8Array>} body
  * @param {Credit} credit @param {() => boolean} stopped
  */
@@ -369,8 +374,8 @@ async function upload(model, id, body, credit, stopped) {
   if (body instanceof Uint8Array) {
     let at = 0;
     do {
-      await send(body.subarray(at, at + CHUNK), at + CHUNK >= body.byteLength); // an empty body still ends
-      at += CHUNK;
+      await send(body.subarray(at, at + SEND_CHUNK), at + SEND_CHUNK >= body.byteLength); // an empty body still ends
+      at += SEND_CHUNK;
     } while (at < body.byteLength && !stopped());
     return;
   }
@@ -379,7 +384,7 @@ async function upload(model, id, body, credit, stopped) {
     const { done, value } = await reader.read();
     if (stopped()) return void reader.cancel();
     if (done) return send(new Uint8Array(0), true);
-    for (let at = 0; at < value.byteLength; at += CHUNK) await send(value.subarray(at, at + CHUNK), false);
+    for (let at = 0; at < value.byteLength; at += SEND_CHUNK) await send(value.subarray(at, at + SEND_CHUNK), false);
   }
 }
 
@@ -557,7 +562,7 @@ class BridgeWebSocket extends HandlerTarget {
         /** @type {Uint8Array[]} */
         const pieces = [];
         let cost = 0;
-        while (this._outbox.length && frames.length < BATCH_FRAMES && cost < CHUNK) {
+        while (this._outbox.length && frames.length < BATCH_FRAMES && cost < SEND_CHUNK) {
           const item = this._outbox[0];
           if (item instanceof Promise) {
             if (frames.length) break;
@@ -566,7 +571,7 @@ class BridgeWebSocket extends HandlerTarget {
             continue;
           }
           if ("close" in item) break;
-          const piece = item.data.subarray(0, CHUNK);
+          const piece = item.data.subarray(0, SEND_CHUNK);
           const final = piece.byteLength === item.data.byteLength;
           if (!this._credit.fits(cost + piece.byteLength + FRAME_COST) && frames.length) break;
           frames.push([item.text ? 1 : 0, final ? 1 : 0]);
@@ -574,7 +579,7 @@ class BridgeWebSocket extends HandlerTarget {
           cost += piece.byteLength + FRAME_COST;
           this._queued -= piece.byteLength;
           if (final) this._outbox.shift();
-          else item.data = item.data.subarray(CHUNK);
+          else item.data = item.data.subarray(SEND_CHUNK);
         }
         if (frames.length) {
           await this._credit.take(cost);
