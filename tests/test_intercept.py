@@ -4,8 +4,9 @@ A notebook enables the bridge and registers two upstreams (tests/intercept_upstr
 on 127.0.0.1): ``COMM`` with a route whose probe answers 404 (no such route,
 so its requests travel over the comm) and ``ROUTE`` with the
 ``itest-proxy`` route a server extension mounted with ``setup_proxy_handler``
-(probe 204, so its requests are rewritten to the route). ``FREE`` is never
-registered. The browser may not reach the registered ports directly: any
+(probe 204, so its requests are rewritten to the route). ``SCRIPT`` is
+registered before the bridge exists, by the ``<script>`` output the kernel
+displays then. ``FREE`` is never registered. The browser may not reach the registered ports directly: any
 request to them is aborted and recorded, so a request that slipped past the
 interception fails the test instead of quietly working.
 """
@@ -37,6 +38,8 @@ def _load_jupyter_server_extension(serverapp):
 
 CELL = """
 import comm_bridge
+# Before the bridge: the kernel displays the <script> that registers the port in the page.
+comm_bridge.intercept_localhost({script})
 comm_bridge.enable_comm_bridge()
 comm_bridge.intercept_localhost({comm}, path_prefix="/nothere-proxy/{comm}")
 comm_bridge.intercept_localhost({route}, path_prefix="/itest-proxy/{route}")
@@ -52,12 +55,14 @@ class Page:
     comm: int
     route: int
     free: int
+    script: int
     requests: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     sockets: list[str] = field(default_factory=list)
 
     def run(self, script: str, **args: Any) -> Any:
-        return self.page.evaluate(script, {"comm": self.comm, "route": self.route, "free": self.free, **args})
+        ports = {"comm": self.comm, "route": self.route, "free": self.free, "script": self.script}
+        return self.page.evaluate(script, {**ports, **args})
 
     def fresh(self) -> None:
         self.requests.clear()
@@ -73,8 +78,8 @@ def _upstream() -> Proc:
 
 
 @pytest.fixture(scope="module")
-def upstreams() -> Iterator[tuple[int, int, int]]:
-    procs = [_upstream() for _ in range(3)]
+def upstreams() -> Iterator[tuple[int, int, int, int]]:
+    procs = [_upstream() for _ in range(4)]
     try:
         yield tuple(int(p.match[1]) for p in procs)  # type: ignore[misc]
     finally:
@@ -121,14 +126,14 @@ def itest_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="module")
-def page(itest_lab: Lab, browser: Any, upstreams: tuple[int, int, int]) -> Iterator[Page]:
-    comm, route, free = upstreams
-    write_notebook(itest_lab, "intercept.ipynb", [("code", CELL.format(comm=comm, route=route))])
+def page(itest_lab: Lab, browser: Any, upstreams: tuple[int, int, int, int]) -> Iterator[Page]:
+    comm, route, free, script = upstreams
+    write_notebook(itest_lab, "intercept.ipynb", [("code", CELL.format(comm=comm, route=route, script=script))])
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(30_000)
     page = context.new_page()
-    opened = Page(page, comm, route, free)
-    registered = re.compile(rf"^(?:http|ws)://(?:127\.0\.0\.1|localhost):(?:{comm}|{route})/")
+    opened = Page(page, comm, route, free, script)
+    registered = re.compile(rf"^(?:http|ws)://(?:127\.0\.0\.1|localhost):(?:{comm}|{route}|{script})/")
 
     def gate(route_: Any) -> None:
         url = route_.request.url
@@ -146,11 +151,12 @@ def page(itest_lab: Lab, browser: Any, upstreams: tuple[int, int, int]) -> Itera
     errors = page.evaluate(RUN_ALL, 120_000)
     assert not errors, errors
     page.wait_for_function(
-        """({comm, route}) => {
+        """({comm, route, script}) => {
           const ic = window.__jupyter_loopback__?.interceptor;
-          return ic && ic.probes.get(`/itest-proxy/${route}`)?.way && ic.probes.get(`/nothere-proxy/${comm}`)?.way;
+          return ic && ic.probes.get(`/itest-proxy/${route}`)?.way && ic.probes.get(`/nothere-proxy/${comm}`)?.way
+            && ic.ports.has(String(script));
         }""",
-        arg={"comm": comm, "route": route},
+        arg={"comm": comm, "route": route, "script": script},
     )
     yield opened
     context.close()
@@ -169,7 +175,7 @@ const upstream = (port, path) => `http://127.0.0.1:${port}${path}`;
 
 
 def script(body: str) -> str:
-    return "async ({comm, route, free, ...args}) => {" + HELPERS + body + "}"
+    return "async ({comm, route, free, script, ...args}) => {" + HELPERS + body + "}"
 
 
 def test_probe_picks_the_route_when_it_answers_and_the_comm_when_it_does_not(page: Page, itest_lab: Lab) -> None:
@@ -554,3 +560,20 @@ def test_same_origin_iframe_output(page: Page) -> None:
     assert out["src"] == [f"{page.page.url.split('/lab')[0]}/itest-proxy/{page.route}/png?w=17&h=2", "blob:"]
     # The dynamic images never asked the ports; the static one may have, before the new document was watched.
     assert [url for url in page.refused if "w=16" not in url] == []
+
+
+def test_the_displayed_script_registers_a_port(page: Page) -> None:
+    """The fallback output of a kernel with no bridge: its <script>, run by JupyterLab, registers the port."""
+    page.fresh()
+    out = page.run(
+        script(
+            """const img = image();
+            img.src = upstream(script, "/png?w=19&h=2");
+            const size = await loaded(img);
+            const synced = window.__jupyter_loopback__.registry.models.map((m) => m.get("intercepted_ports"));
+            return {size, src: img.src.slice(0, 5), synced};"""
+        )
+    )
+    assert out["size"] == [19, 2] and out["src"] == "blob:"
+    assert all(page.script not in ports for ports in out["synced"])  # not from the widget's state
+    assert not page.refused
