@@ -13,10 +13,13 @@ PROMISED = {
     "Namespace",
     "Policy",
     "PortPolicy",
+    "Reach",
     "__version__",
     "autodetect_prefix",
     "browser_url",
     "create_app",
+    "mount_into",
+    "reach",
     "setup_proxy_handler",
 }
 
@@ -61,7 +64,8 @@ def test_jupyter_loopback_modules_declare_all(module: str) -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["app", "http", "websocket", "headers", "namespaces", "target", "errors", "kernel", "cli", "types"],
+    ["app", "http", "websocket", "headers", "namespaces", "target", "errors", "kernel", "cli", "types"]
+    + ["mount", "reach"],
 )
 def test_every_public_module_declares_all(module: str) -> None:
     mod = importlib.import_module(f"loopback_asgi.{module}")
