@@ -823,19 +823,20 @@ class Interceptor {
   probe(prefix) {
     const existing = this.probes.get(prefix);
     if (existing) return existing;
-    /** @type {Probe} */
-    const probe = { way: null, ready: Promise.resolve(/** @type {Way} */ ("comm")) };
     const native = this.fetch;
+    /** @type {Promise<Way>} */
     const asked = native
       ? native(`${prefix}/__probe__`, {
           cache: "no-store",
           credentials: "same-origin",
           signal: AbortSignal.timeout(PROBE_TIMEOUT_MS),
-        })
-          .then((response) => (response.ok ? "route" : "comm"))
-          .catch(() => "comm")
+        }).then(
+          (response) => (response.ok ? "route" : "comm"),
+          () => "comm",
+        )
       : Promise.resolve("comm");
-    probe.ready = asked.then((way) => (probe.way = /** @type {Way} */ (way)));
+    /** @type {Probe} */
+    const probe = { way: null, ready: asked.then((way) => (probe.way = way)) };
     this.probes.set(prefix, probe);
     return probe;
   }
