@@ -26,12 +26,15 @@ onto Shiny's event loop, in order, and sent there at once (see
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 __all__ = ["PROCESS", "Session", "ShinySession", "current_session"]
+
+log = logging.getLogger("comm_bridge")
 
 Buffers = Sequence[bytes | memoryview]
 
@@ -111,7 +114,11 @@ class ShinySession(Session):
     async def _drain(self) -> None:
         try:
             while self.outbox:
-                await self.outbox.popleft()()
+                try:
+                    await self.outbox.popleft()()
+                except Exception as exc:  # the page left (socket closed): nothing more can reach it
+                    log.debug("comm_bridge: a message to a Shiny session failed (%s); dropping the rest", exc)
+                    self.outbox.clear()
         finally:
             self.draining = False
 
