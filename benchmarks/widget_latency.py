@@ -11,7 +11,9 @@ it gets, and this project's comm bridge with an echo ``on_request`` handler.
 The page times round trips with ``performance.now()``: ``model.send`` to the
 ``msg:custom`` event that answers it, and
 ``window.__jupyter_loopback__.request`` to its result, with no buffer (0 B)
-and one 64 KiB buffer. The two servers are measured back to back for each
+and one 64 KiB buffer; and, for the part the browser takes no share in, a
+``kernel_info`` round trip from Python over a websocket of its own to the
+same kernel. The two servers are measured back to back for each
 figure, in several rounds, so a change in the machine's load falls on both.
 """
 
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
@@ -40,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from tests.comm_fixtures import CHROMIUM, CHROMIUM_ARGS, RUN_CELLS  # noqa: E402
 from tests.conftest import start  # noqa: E402
 from tests.jupyter_fixtures import _cmdline, tree_pids  # noqa: E402
-from tests.nodelay_probe import tcp_sockets  # noqa: E402
+from tests.nodelay_probe import kernel_info, tcp_sockets  # noqa: E402
 
 TOKEN = "widget-bench-token-3d9a"
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -106,6 +109,7 @@ ROWS = [
     ("anywidget echo, 64 KiB", "echo", 65536),
     ("comm bridge `request`, 0 B", "request", 0),
     ("comm bridge `request`, 64 KiB", "request", 65536),
+    ("`kernel_info`, Python client on the same kernel (no browser)", "kernel_info", 0),
 ]
 SETUPS = {"Nagle on (switch off)": ["--Loopback.kernel_websocket_nodelay=False"], "Nagle off (default)": []}
 
@@ -193,6 +197,23 @@ def open_page(browser: Any, url: str) -> Any:
     return page
 
 
+def kernel_info_rtts(url: str, n: int, warmup: int) -> list[float]:
+    """``kernel_info`` round trips from Python over a websocket of its own to the notebook's kernel; ms each."""
+    from websockets.sync.client import connect
+
+    with urllib.request.urlopen(f"{url}api/sessions?token={TOKEN}", timeout=10) as response:
+        kernel = json.load(response)[0]["kernel"]["id"]
+    ws_url = url.replace("http://", "ws://", 1) + f"api/kernels/{kernel}/channels?session_id={uuid.uuid4().hex}"
+    out = []
+    with connect(ws_url, additional_headers={"Authorization": f"token {TOKEN}"}, proxy=None) as ws:
+        for i in range(warmup + n):
+            started = time.perf_counter()
+            kernel_info(ws, None)
+            if i >= warmup:
+                out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
 def measure(rounds: int, n: int, warmup: int) -> tuple[dict[str, dict[str, list[float]]], dict[str, str]]:
     """Samples per setup and row, and per setup the TCP_NODELAY count of each leg."""
     from playwright.sync_api import sync_playwright
@@ -214,7 +235,10 @@ def measure(rounds: int, n: int, warmup: int) -> tuple[dict[str, dict[str, list[
                 for row, kind, size in ROWS:
                     for setup, page in pages.items():  # the two setups back to back: the same load falls on both
                         arg = {"kind": kind, "size": size, "n": n, "warmup": warmup}
-                        got = page.evaluate(MEASURE, arg)
+                        if kind == "kernel_info":
+                            got = kernel_info_rtts(labs[setup][0], n, warmup)
+                        else:
+                            got = page.evaluate(MEASURE, arg)
                         samples[setup][row] += got
                         print(f"round {r + 1}/{rounds} {setup}: {row}: p50 {statistics.median(got):.1f} ms", flush=True)
         finally:

@@ -6,7 +6,8 @@ socket of the server process, read with ``getsockopt`` on a duplicate of its
 descriptor (``/proc/self/fd``, Linux), how many kernel websockets
 :class:`MarkedConnection` connected, and the connection class in the
 settings. :func:`tcp_sockets` runs in a kernel too, for the kernel's side,
-and reads another process's sockets for the widget benchmark.
+and reads another process's sockets for the widget benchmark;
+:func:`kernel_info` is one round trip over a kernel websocket, for both.
 
 With ``NODELAY_PROBE_SET_CLASS=1`` in the server's environment, the extension
 sets :class:`MarkedConnection` as the connection class at load, as another
@@ -19,15 +20,20 @@ import ctypes
 import json
 import os
 import socket
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1, serialize_msg_to_ws_v1
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-__all__ = ["MarkedConnection", "tcp_sockets"]
+__all__ = ["V1", "MarkedConnection", "kernel_info", "tcp_sockets"]
+
+V1 = "v1.kernel.websocket.jupyter.org"
 
 
 def tcp_sockets(pid: int | None = None) -> list[dict[str, Any]]:
@@ -78,6 +84,30 @@ def _read(names: list[str], dup: Callable[[int], int]) -> list[dict[str, Any]]:
             nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             out.append({"local": list(sock.getsockname()[:2]), "peer": list(peer[:2]), "nodelay": bool(nodelay)})
     return out
+
+
+def kernel_info(ws: Any, protocol: str | None, timeout: float = 60) -> None:
+    """Ask for kernel_info over ``ws`` and wait (bounded) for the reply: the websocket is then fully live."""
+    msg_id = uuid.uuid4().hex
+    header = {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex, "msg_type": "kernel_info_request",
+              "version": "5.3", "date": ""}  # fmt: skip
+    if protocol == V1:
+        parts = [json.dumps(part).encode() for part in (header, {}, {}, {})]
+        ws.send(serialize_msg_to_ws_v1(parts, "shell"))  # type: ignore[no-untyped-call]
+    else:
+        ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {}, "content": {}, "channel": "shell"}))
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        raw = ws.recv(timeout=left)
+        if protocol == V1:
+            _, parts = deserialize_msg_from_ws_v1(raw)  # type: ignore[no-untyped-call]
+            msg = {"msg_type": json.loads(parts[0])["msg_type"], "parent_header": json.loads(parts[1])}
+        else:
+            body = json.loads(raw)
+            msg = {"msg_type": body["msg_type"], "parent_header": body["parent_header"]}
+        if msg["msg_type"] == "kernel_info_reply" and msg["parent_header"].get("msg_id") == msg_id:
+            return
+    raise AssertionError(f"no kernel_info_reply in {timeout} s")
 
 
 class MarkedConnection(ZMQChannelsWebsocketConnection):

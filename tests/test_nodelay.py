@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1, serialize_msg_to_ws_v1
 from websockets.sync.client import connect
 
 from loopback_asgi.jupyter_nodelay import NoDelay, with_nodelay
 from tests.browser_fixtures import Lab, write_notebook
 from tests.jupyter_fixtures import JupyterServer, Kernel, start_jupyter, stop_jupyter
-from tests.nodelay_probe import MarkedConnection
+from tests.nodelay_probe import V1, MarkedConnection, kernel_info
 from tests.test_doctor import _doctor
 
-V1 = "v1.kernel.websocket.jupyter.org"
 MARKED = "tests.nodelay_probe.MarkedConnection"
 Servers = dict[str, tuple[JupyterServer, Kernel]]
 
@@ -71,37 +68,13 @@ def _probe(server: JupyterServer) -> dict[str, Any]:
         return result
 
 
-def _kernel_info(ws: Any, protocol: str | None, timeout: float = 60) -> None:
-    """Ask for kernel_info over ``ws`` and wait (bounded) for the reply: the websocket is then fully live."""
-    msg_id = uuid.uuid4().hex
-    header = {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex, "msg_type": "kernel_info_request",
-              "version": "5.3", "date": ""}  # fmt: skip
-    if protocol == V1:
-        parts = [json.dumps(part).encode() for part in (header, {}, {}, {})]
-        ws.send(serialize_msg_to_ws_v1(parts, "shell"))  # type: ignore[no-untyped-call]
-    else:
-        ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {}, "content": {}, "channel": "shell"}))
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        raw = ws.recv(timeout=left)
-        if protocol == V1:
-            _, parts = deserialize_msg_from_ws_v1(raw)  # type: ignore[no-untyped-call]
-            msg = {"msg_type": json.loads(parts[0])["msg_type"], "parent_header": json.loads(parts[1])}
-        else:
-            body = json.loads(raw)
-            msg = {"msg_type": body["msg_type"], "parent_header": body["parent_header"]}
-        if msg["msg_type"] == "kernel_info_reply" and msg["parent_header"].get("msg_id") == msg_id:
-            return
-    raise AssertionError(f"no kernel_info_reply in {timeout} s")
-
-
 def _server_side_nodelay(server: JupyterServer, kernel: Kernel, protocol: str | None) -> bool:
     """TCP_NODELAY of the server's end of a kernel websocket this test opens (``protocol`` offered)."""
     url = f"{server.ws_url}api/kernels/{kernel.id}/channels?session_id={uuid.uuid4().hex}"
     offered = [protocol] if protocol else None
     with connect(url, additional_headers=server.auth, subprotocols=offered, proxy=None, open_timeout=60) as ws:  # type: ignore[arg-type]
         assert ws.subprotocol == protocol
-        _kernel_info(ws, protocol)
+        kernel_info(ws, protocol)
         mine = list(ws.local_address[:2])
         found = [s for s in _probe(server)["sockets"] if s["peer"] == mine and s["local"][1] == server.port]
     assert len(found) == 1, found
