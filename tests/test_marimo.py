@@ -9,12 +9,21 @@ proven with marimo's ASGI API (tests/apps/marimo_server.py) under uvicorn.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from .framework_fixtures import Server, bridge_cases, route_cases, start_framework, two_tabs, worker_thread_replies
+from .framework_fixtures import (
+    Server,
+    bridge_cases,
+    open_page,
+    route_cases,
+    start_framework,
+    two_tabs,
+    worker_thread_replies,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -72,3 +81,22 @@ def test_bridge_edit(browser: Any, marimo_edit: Server) -> None:
 @pytest.mark.proves("marimo", "mount")
 def test_mounted_route(browser: Any, marimo_mounted: Server) -> None:
     route_cases(browser, marimo_mounted.url)
+
+
+@pytest.mark.proves("marimo", "bridge")
+def test_rerun_cell_makes_a_new_bridge(browser: Any, marimo_edit: Server) -> None:
+    """Re-running the cell closes the comm but leaves ``widget.comm`` set: the bridge must count as closed."""
+    context, page, first = open_page(browser, marimo_edit.url)
+    try:
+        page.locator(".cm-content").first.click()  # the bridge's cell: run it again
+        page.keyboard.press("Control+Enter")
+        fresh = page.locator(".loopback-info", has_text='"port"').filter(has_not_text=first["bridge"])
+        second = json.loads(fresh.first.text_content(timeout=60_000) or "{}")
+        assert second["bridge"] != first["bridge"] and second["how"] == "bridge"
+        script = "async () => await window.__jupyter_loopback__.request('demo', 'echo', {after: 'rerun'})"
+        reply = page.evaluate(script)
+        assert reply["status"] == "ok" and reply["data"]["echo"] == {"after": "rerun"}, reply
+        models = page.evaluate("() => window.__jupyter_loopback__.registry.models.length")
+        assert models == 1, "the closed bridge's model is still subscribed"
+    finally:
+        context.close()
