@@ -241,3 +241,23 @@ def worker_thread_replies(browser: Any, url: str) -> None:
         assert hurried["status"] == "ok" and hurried["data"]["thread"] == "comm-bridge-loop", hurried
     finally:
         context.close()
+
+
+def session_end_closes_the_bridge(browser: Any, url: str) -> None:
+    """A tab that closes ends its session, and the session's end closes its bridge and stops its threads."""
+    count = "async () => (await window.__jupyter_loopback__.request('demo', 'bridges')).data"
+    context, page, _ = open_page(browser, url)
+    try:
+        before = page.evaluate(count)
+        other, other_page, _ = open_page(browser, url)
+        with_other = page.evaluate(count)
+        assert with_other == {"bridges": before["bridges"] + 1, "loops": before["loops"] + 1}
+        other_page.close(run_before_unload=True)
+        other.close()
+        for _ in range(200):  # bounded: the framework ends the session once the page's socket closes
+            if page.evaluate(count) == before:
+                break
+            page.wait_for_timeout(100)
+        assert page.evaluate(count) == before
+    finally:
+        context.close()

@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from .framework_fixtures import Server, bridge_cases, route_cases, start_framework, two_tabs, worker_thread_replies
+from .framework_fixtures import (
+    Server,
+    bridge_cases,
+    route_cases,
+    session_end_closes_the_bridge,
+    start_framework,
+    two_tabs,
+    worker_thread_replies,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -42,3 +50,8 @@ def test_reply_from_worker_thread(browser: Any, shiny: Server) -> None:
 @pytest.mark.proves("shiny", "mount")
 def test_mounted_route(browser: Any, shiny: Server) -> None:
     route_cases(browser, shiny.url)
+
+
+@pytest.mark.proves("shiny", "bridge")
+def test_session_end_closes_the_bridge(browser: Any, shiny: Server) -> None:
+    session_end_closes_the_bridge(browser, shiny.url)

@@ -100,3 +100,12 @@ def _slow(data: Any, buffers: list[bytes]) -> Any:
 async def _async(data: Any, buffers: list[bytes]) -> Any:
     await asyncio.sleep(0.01)
     return {"echo": data, "thread": threading.current_thread().name}
+
+
+@on_request("demo", "bridges")
+def _bridges(data: Any, buffers: list[bytes]) -> Any:
+    """How many page sessions have a bridge in this process, and how many bridge event loops run."""
+    from comm_bridge import widget
+
+    loops = sum(t.name == "comm-bridge-loop" and t.is_alive() for t in threading.enumerate())
+    return {"bridges": len(widget._bridges), "loops": loops}
