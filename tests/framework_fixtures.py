@@ -114,6 +114,37 @@ async ([tab, n]) => {
 """
 
 
+# What the screenshot shows: the PNG as the page received it through the bridge, and the other results.
+SHOW_JS = """
+async ([port, summary]) => {
+  const png = await (await window.__jupyter_loopback__.fetch(port, "/png")).blob();
+  const box = document.createElement("div");
+  box.style.cssText = "position:fixed;right:12px;bottom:12px;z-index:99999;background:#fff;border:1px solid #888;"
+    + "padding:8px;font:12px monospace;white-space:pre";
+  const img = document.createElement("img");
+  img.src = URL.createObjectURL(png);
+  img.width = 128;
+  box.append(img, document.createTextNode("\\n" + summary));
+  document.body.append(box);
+  await img.decode();
+}
+"""
+
+
+def _summary(out: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            "through the comm bridge:",
+            f"JSON {out['json']['body']}",
+            f"PNG {out['png']['size']} bytes, sha256 {out['png']['sha'][:12]}…",
+            f"{out['big']['size'] >> 20} MiB in {out['big']['ms']:.0f} ms",
+            f"upload {out['upload']['body']['size'] >> 20} MiB",
+            f"WebSocket {out['ws']['messages']} closed {out['ws']['code']} {out['ws']['reason']!r}",
+            f"SSE {out['sse']['events']}",
+        ]
+    )
+
+
 def check_cases(out: dict[str, Any]) -> None:
     """Every case of :data:`CASES_JS` arrived whole."""
     assert out["json"] == {"status": 200, "type": "application/json", "body": {"hello": "world"}}
@@ -195,6 +226,7 @@ def bridge_cases(browser: Any, url: str, name: str) -> dict[str, Any]:
     try:
         out = page.evaluate(BRIDGE_JS, info["port"])
         check_cases(out)
+        page.evaluate(SHOW_JS, [info["port"], _summary(out)])
         screenshot(page, name)
         return info
     finally:
