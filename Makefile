@@ -5,9 +5,10 @@ PYTHON ?= python3
 PY      = $(VENV)/bin/python
 COMPAT ?= .venv-compat
 FRAMEWORKS ?= .venv-frameworks
+LOWEST ?= .venv-lowest
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test lint bench bench-widgets docs docs-serve clean
+.PHONY: setup system-deps demo test test-lowest lint bench bench-widgets docs docs-serve clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,31 @@ $(FRAMEWORKS)/.installed: pyproject.toml
 	$(FRAMEWORKS)/bin/python -I -c "import sys, comm_bridge; sys.exit(not comm_bridge.__file__.startswith('$(CURDIR)/'))"
 	touch $@
 
+# A venv with every dependency at the lower bound pyproject.toml states
+# (.ci/lowest-constraints.py pins them; pip has no lowest resolution), so the
+# bounds stay true. Test tools come at their newest.
+$(LOWEST)/.installed: pyproject.toml .ci/lowest-constraints.py
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install -q --upgrade pip
+	$(PYTHON) .ci/lowest-constraints.py comm > $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/python -m pip install -q -c $(LOWEST)/constraints.txt -e ".[comm]" \
+	  pytest pytest-timeout pytest-asyncio hypothesis ipykernel jupyter-client psutil
+	touch $@
+
+# The sidecar, the adapter under a real jupyter server, and the comm bridge on
+# the lowest versions (no browser or Hub tests: about 3 minutes). uvloop < 0.23
+# offers no socket for the kernel-side body relay, which then falls back to
+# copying: its two tests that assert the relay was taken are left out. Old
+# jupyter_core warns about its paths unless JUPYTER_PLATFORM_DIRS is set.
+test-lowest: $(LOWEST)/.installed
+	JUPYTER_PLATFORM_DIRS=1 $(LOWEST)/bin/python -m pytest -p no:cacheprovider -q -m "not browser and not hub" \
+	  tests/test_headers.py tests/test_namespaces.py tests/test_app.py tests/test_transport.py tests/test_http.py \
+	  tests/test_http_respond.py tests/test_http_protocol.py tests/test_websocket.py tests/test_websocket_wire.py \
+	  tests/test_websocket_pipe.py tests/test_jupyter_ws_client.py tests/test_jupyter_response.py \
+	  tests/test_jupyter.py tests/test_security_jupyter.py tests/test_comm_bridge.py \
+	  --deselect tests/test_http_protocol.py::test_big_bodies_go_kernel_side_and_the_connection_carries_on \
+	  --deselect tests/test_http_protocol.py::test_an_upstream_dying_mid_body_cuts_a_kernel_side_body
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-fund --no-audit --loglevel=error
 	touch $@
@@ -60,7 +86,7 @@ lint: setup node_modules/.installed
 	$(VENV)/bin/mypy
 	npm run --silent typecheck
 
-test: system-deps setup $(COMPAT)/.installed $(FRAMEWORKS)/.installed node_modules/.installed lint
+test: system-deps setup $(COMPAT)/.installed $(FRAMEWORKS)/.installed node_modules/.installed lint test-lowest
 	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 # wrk (req/s) and curl (downloads) keep the client from being the bottleneck;
@@ -83,4 +109,4 @@ docs-serve: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 clean:
-	rm -rf $(VENV) $(COMPAT) $(FRAMEWORKS) node_modules .coverage* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT) $(FRAMEWORKS) $(LOWEST) node_modules .coverage* .pytest_cache .mypy_cache .ruff_cache

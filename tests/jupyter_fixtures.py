@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from websockets.asyncio.client import connect
 
 from .conftest import Proc, peak_rss, rss_peak_rise, start
-from .security_fixtures import accepting
+from .security_fixtures import accepting, wait_until
 
 JUPYTER_TOKEN = "jupyter-test-token-42"
 
@@ -124,9 +125,26 @@ def start_jupyter(base_url: str = "/", *args: str, env: dict[str, str] | None = 
         f"--ServerApp.base_url={base_url}", f"--ServerApp.root_dir={home}", *args,
     ]  # fmt: skip
     proc = start(cmd, r"http://127\.0\.0\.1:(\d+)/", env=full_env, timeout=60)
+    port = int(proc.match[1]) or _bound_port(proc.pid)
     # The URL is logged a moment before the port is bound: wait until it accepts.
-    accepting(int(proc.match[1]))
-    return JupyterServer(proc, int(proc.match[1]), base_url, JUPYTER_TOKEN, full_env)
+    accepting(port)
+    return JupyterServer(proc, port, base_url, JUPYTER_TOKEN, full_env)
+
+
+def _bound_port(pid: int) -> int:
+    """The port a server told to take port 0 listens on (jupyter-server < 2.20 logs ``:0`` and keeps 0)."""
+
+    def read() -> int:
+        try:
+            listening = [c.laddr.port for c in psutil.Process(pid).net_connections("tcp") if c.status == "LISTEN"]
+        except psutil.Error:
+            return 0
+        return listening[0] if len(listening) == 1 else 0
+
+    port = wait_until(read, 30, interval=0.05)
+    if not port:
+        raise RuntimeError(f"jupyter server {pid} is not listening on one TCP port")
+    return int(port)
 
 
 def stop_jupyter(server: JupyterServer) -> None:
