@@ -125,9 +125,13 @@ def start_jupyter(base_url: str = "/", *args: str, env: dict[str, str] | None = 
         f"--ServerApp.base_url={base_url}", f"--ServerApp.root_dir={home}", *args,
     ]  # fmt: skip
     proc = start(cmd, r"http://127\.0\.0\.1:(\d+)/", env=full_env, timeout=60)
-    port = int(proc.match[1]) or _bound_port(proc.pid)
-    # The URL is logged a moment before the port is bound: wait until it accepts.
-    accepting(port)
+    try:
+        port = int(proc.match[1]) or _bound_port(proc.pid)
+        # The URL is logged a moment before the port is bound: wait until it accepts.
+        accepting(port)
+    except BaseException:
+        proc.stop()  # a server that never became reachable is not left running
+        raise
     return JupyterServer(proc, port, base_url, JUPYTER_TOKEN, full_env)
 
 
