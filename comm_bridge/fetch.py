@@ -21,9 +21,9 @@ import aiohttp
 import yarl
 from multidict import CIMultiDict
 
-from loopback_asgi.headers import request_headers, response_headers
 from loopback_asgi.namespaces import Namespace, Policy, PortPolicy
-from loopback_asgi.target import Target, TargetError
+from loopback_asgi.sidecar.headers import request_headers, response_headers
+from loopback_asgi.sidecar.target import Target, TargetError
 
 from . import bulk
 from .flow import END, Session, drain

@@ -39,7 +39,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from loopback_asgi.target import TargetError
+from loopback_asgi.sidecar.target import TargetError
 
 from .flow import Session
 from .protocol import CHUNK, CREDIT_BYTES, FRAME_COST

@@ -12,9 +12,9 @@ from typing import Any
 
 __version__ = "0.4.0.dev0"
 
-from .kernel import autodetect_prefix, browser_url  # noqa: E402
-from .namespaces import Namespace, Policy, PortPolicy  # noqa: E402
-from .reach import Reach, reach  # noqa: E402
+from loopback_asgi.kernel import autodetect_prefix, browser_url  # noqa: E402
+from loopback_asgi.namespaces import Namespace, Policy, PortPolicy  # noqa: E402
+from loopback_asgi.reach import Reach, reach  # noqa: E402
 
 __all__ = [
     "Namespace",
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 # Names whose modules are imported on first access: name -> submodule.
-_LAZY = {"create_app": "app", "mount_into": "mount", "setup_proxy_handler": "jupyter"}
+_LAZY = {"create_app": "sidecar.app", "mount_into": "mount", "setup_proxy_handler": "jupyter.extension"}
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:

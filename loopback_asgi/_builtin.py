@@ -7,7 +7,7 @@ not want it disable it like any other namespace.
 
 from __future__ import annotations
 
-from .namespaces import Namespace
+from loopback_asgi.namespaces import Namespace
 
 __all__ = ["APP"]
 

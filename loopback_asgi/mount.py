@@ -14,8 +14,8 @@ from typing import Any
 
 from starlette.routing import BaseRoute, Mount
 
-from .app import Sidecar, create_app
-from .kernel import announce_mount
+from loopback_asgi.kernel import announce_mount
+from loopback_asgi.sidecar.app import Sidecar, create_app
 
 __all__ = ["mount_into"]
 

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Mapping
 from typing import Literal, NamedTuple
 
-from .kernel import autodetect_prefix, mounted_prefix
+from loopback_asgi.kernel import autodetect_prefix, mounted_prefix
 
 __all__ = ["Reach", "reach"]
 

@@ -1,4 +1,4 @@
-"""create_app() (loopback_asgi/app.py): routing, errors, token, CSRF, mounting."""
+"""create_app() (loopback_asgi/sidecar/app.py): routing, errors, token, CSRF, mounting."""
 
 from __future__ import annotations
 

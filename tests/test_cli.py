@@ -1,4 +1,4 @@
-"""``jupyter-loopback serve`` (loopback_asgi/cli.py): sockets, tokens, permissions."""
+"""``jupyter-loopback serve`` (loopback_asgi/cli/main.py): sockets, tokens, permissions."""
 
 from __future__ import annotations
 

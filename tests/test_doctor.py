@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from loopback_asgi.doctor import environment_kind
+from loopback_asgi.cli.doctor import environment_kind
 
 from .jupyter_fixtures import JupyterServer
 

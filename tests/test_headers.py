@@ -1,12 +1,12 @@
-"""Header rewriting rules (loopback_asgi/headers.py) on their own."""
+"""Header rewriting rules (loopback_asgi/sidecar/headers.py) on their own."""
 
 from __future__ import annotations
 
 import pytest
 
 from loopback_asgi import Namespace
-from loopback_asgi.headers import request_headers, response_headers, rewrite_cookie_path, rewrite_location
-from loopback_asgi.target import resolve
+from loopback_asgi.sidecar.headers import request_headers, response_headers, rewrite_cookie_path, rewrite_location
+from loopback_asgi.sidecar.target import resolve
 
 NAMESPACES = {"lib": Namespace(name="lib"), "keep": Namespace(name="keep", strip_prefix=False)}
 TARGET = resolve(b"/lib/8000/x", b"", NAMESPACES, "/user/a/loopback")
@@ -90,8 +90,9 @@ def test_repeated_response_headers_keep_their_order() -> None:
 
 def test_one_hop_by_hop_list_for_every_path() -> None:
     """The sidecar, the adapter (``HOP_BY_HOP_STR``) and the comm bridge drop the same names."""
-    from loopback_asgi import jupyter_relay, jupyter_response
-    from loopback_asgi.headers import HOP_BY_HOP, HOP_BY_HOP_STR
+    from loopback_asgi.jupyter import handler as jupyter_relay
+    from loopback_asgi.jupyter import response as jupyter_response
+    from loopback_asgi.sidecar.headers import HOP_BY_HOP, HOP_BY_HOP_STR
 
     assert {b"forwarded", b"expect"} <= HOP_BY_HOP
     assert HOP_BY_HOP_STR == {n.decode() for n in HOP_BY_HOP}

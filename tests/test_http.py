@@ -1,4 +1,4 @@
-"""The HTTP relay (loopback_asgi/http.py) through a live sidecar and a live upstream."""
+"""The HTTP relay (loopback_asgi/sidecar/relay/http.py) through a live sidecar and a live upstream."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""loopback_asgi/http_protocol.py: HeadWithBody on a real socket pair (nothing held for long, nothing reordered),
+"""loopback_asgi/protocols/http.py: HeadWithBody on a real socket pair (nothing held for long, nothing reordered),
 and big bodies sent kernel-side through a live sidecar."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import socket
 import httpx
 import pytest
 
-from loopback_asgi.http_protocol import HeadWithBody
+from loopback_asgi.protocols.http import HeadWithBody
 
 
 async def pair() -> tuple[asyncio.Transport, socket.socket]:

@@ -1,4 +1,4 @@
-"""loopback_asgi/http_protocol.py under a real uvicorn server: ``loopback.respond`` (a whole response in one write,
+"""loopback_asgi/protocols/http.py under a real uvicorn server: ``loopback.respond`` (a whole response in one write,
 or a refusal that changes nothing) and keep-alive with one timer per idle spell."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import uvicorn
 
-from loopback_asgi.http_protocol import RESPOND, HttpProtocol
+from loopback_asgi.protocols.http import HttpProtocol
+from loopback_asgi.sidecar.extensions import RESPOND
 
 # What the app is asked to answer, by path; ``respond`` is tried first and its answer recorded.
 CASES: dict[str, tuple[int, list[tuple[bytes, bytes]], bytes]] = {

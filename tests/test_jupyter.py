@@ -437,7 +437,7 @@ def test_webdav_style_methods_reach_the_upstream(jupyter_base: JupyterServer, up
 
 
 def test_bodies_of_every_framing_and_size_arrive_whole(jupyter_base: JupyterServer, upstream: int) -> None:
-    # The adapter reads the sidecar's response itself (jupyter_response.py): small bodies share
+    # The adapter reads the sidecar's response itself (jupyter/response.py): small bodies share
     # the head's write, large ones stream through one buffer, chunked ones are re-framed.
     expected = bytes(range(256)) * 4096
     with jupyter_base.client() as c:
@@ -489,7 +489,7 @@ def test_kernels_do_not_import_jupyter_server() -> None:
 
 
 async def test_a_sidecar_that_cannot_start_is_not_restarted_in_a_loop(tmp_path: Path) -> None:
-    from loopback_asgi.jupyter_sidecar import Sidecar, SidecarUnavailable
+    from loopback_asgi.jupyter.process import Sidecar, SidecarUnavailable
 
     marker = tmp_path / "launches"
     code = f"open({str(marker)!r}, 'a').write('x'); raise SystemExit(3)"

@@ -1,4 +1,4 @@
-"""The adapter's reading of the sidecar's responses (loopback_asgi/jupyter_response.py).
+"""The adapter's reading of the sidecar's responses (loopback_asgi/jupyter/response.py).
 
 Chunk sizes follow RFC 9112 §7.1 exactly; anything else fails the response
 and the connection never goes back to the pool. Shown through a real
@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from loopback_asgi.jupyter_response import BadResponse, chunk_size
+from loopback_asgi.jupyter.response import BadResponse, chunk_size
 
 from .jupyter_fixtures import JupyterServer, _cmdline, start_jupyter, stop_jupyter
 

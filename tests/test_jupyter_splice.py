@@ -1,4 +1,4 @@
-"""The adapter's kernel-side body relay (``splice.py``): real sockets in process, then through Jupyter."""
+"""The adapter's kernel-side body relay (``_transports/splice.py``): real sockets in process, then through Jupyter."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from loopback_asgi import splice
-from loopback_asgi.jupyter_response import SPLICE_MIN
-from loopback_asgi.splice import CLIENT_GONE, DONE, SOURCE_LOST, Splice
+from loopback_asgi._transports import splice
+from loopback_asgi._transports.splice import CLIENT_GONE, DONE, SOURCE_LOST, Splice
+from loopback_asgi.jupyter.response import SPLICE_MIN
 
 from .jupyter_fixtures import JupyterServer
 from .upstream import PATTERN
@@ -163,7 +163,7 @@ async def test_abort_while_waiting_on_a_silent_sidecar() -> None:
     assert _fds() == before
 
 
-# Through a real Jupyter server: the handler's use of it (jupyter_response.py).
+# Through a real Jupyter server: the handler's use of it (jupyter/response.py).
 
 
 def _pipes(pid: int) -> int:

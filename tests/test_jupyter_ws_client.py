@@ -1,4 +1,4 @@
-"""The adapter's sidecar-leg WebSocket client (loopback_asgi/jupyter_ws_client.py) against a real
+"""The adapter's sidecar-leg WebSocket client (loopback_asgi/jupyter/ws_client.py) against a real
 ``websockets`` server on a unix socket: framing, fragments, pings, close codes, refusals, backpressure."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from loopback_asgi.jupyter_ws_client import Refused, SidecarWebSocket, connect
+from loopback_asgi.jupyter.ws_client import Refused, SidecarWebSocket, connect
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 

@@ -1,4 +1,4 @@
-"""The adapter's WebSocket byte pipe (loopback_asgi/jupyter_ws_pipe.py), through a real Jupyter server.
+"""The adapter's WebSocket byte pipe (loopback_asgi/jupyter/ws_pipe.py), through a real Jupyter server.
 
 A session on the upstream's ``/ws`` echo says nothing before the browser's
 handshake is answered, so both the adapter and the sidecar pipe it: frames

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from loopback_asgi.jupyter_nodelay import NoDelay, with_nodelay
+from loopback_asgi.jupyter.nodelay import NoDelay, with_nodelay
 from tests.browser_fixtures import Lab, write_notebook
 from tests.jupyter_fixtures import JupyterServer, Kernel, start_jupyter, stop_jupyter
 from tests.nodelay_probe import V1, MarkedConnection, kernel_info

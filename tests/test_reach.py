@@ -19,7 +19,7 @@ from starlette.routing import Route
 from websockets.asyncio.client import connect
 
 from loopback_asgi import Reach, browser_url, kernel, mount_into, reach
-from loopback_asgi.app import Sidecar
+from loopback_asgi.sidecar.app import Sidecar
 
 
 @pytest.fixture(autouse=True)

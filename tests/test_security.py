@@ -59,7 +59,7 @@ def strict(upstream: int) -> Iterator[str]:
 def test_ssrf_host_tricks_reach_no_other_host(strict: str, upstream: int, canary: Canary) -> None:
     """CVE-2022-21697 class: ``@``, ``:``, ``//``, backslash, IPv6 and encoded hosts never change the upstream.
 
-    Guards loopback_asgi/target.py: the upstream host is the namespace's, never
+    Guards loopback_asgi/sidecar/target.py: the upstream host is the namespace's, never
     text from the request, and the port segment must be canonical decimal.
     Seen failing with the port read leniently (``int(re.match(rb"\\d+", seg))``)
     and the upstream URL formatted from the path's text, as a naive proxy
@@ -104,7 +104,7 @@ def test_ssrf_host_tricks_reach_no_other_host(strict: str, upstream: int, canary
 def test_port_policy_keeps_other_loopback_ports_out_of_reach(strict: str, upstream: int, canary: Canary) -> None:
     """Admin port policy (env ``JUPYTER_LOOPBACK_ALLOWED_PORTS``): other 127.0.0.1 ports answer 403, unreached.
 
-    Guards the ``port not in ns.ports`` check in loopback_asgi/target.py. Seen
+    Guards the ``port not in ns.ports`` check in loopback_asgi/sidecar/target.py. Seen
     failing with that check removed: the request reached the 127.0.0.1 canary
     (and the test saw 502, not 403).
     """
@@ -139,7 +139,7 @@ def raw_get(base: str, target: str, accept: str) -> tuple[str, dict[str, str], s
 def test_error_pages_escape_what_they_echo(sidecar: str, where: str) -> None:
     """CVE-2024-35225 class: reflected markup in an error page is escaped and marked ``nosniff``.
 
-    Guards loopback_asgi/errors.py (``html.escape`` and
+    Guards loopback_asgi/sidecar/errors.py (``html.escape`` and
     ``X-Content-Type-Options: nosniff`` on every error). Seen failing with
     ``html.escape`` removed (the raw ``<script>`` came back in the 404 page)
     and, separately, with the nosniff header removed (KeyError on the header).
@@ -171,7 +171,7 @@ CREDENTIAL_COOKIES = {
 def test_jupyter_credentials_never_reach_the_upstream(sidecar: str, upstream: int) -> None:
     """jupyter-server-proxy #590 class: Jupyter's cookies, token header and ``?token=``/``_xsrf`` are stripped.
 
-    Guards loopback_asgi/headers.py (``CREDENTIAL_COOKIE`` filter,
+    Guards loopback_asgi/sidecar/headers.py (``CREDENTIAL_COOKIE`` filter,
     ``Authorization: token`` removal) and target.py's ``strip_credentials``.
     Seen failing three times, one removal each: the cookie filter bypassed
     (``_filter_cookies`` returning its input: the upstream saw every Jupyter
@@ -230,7 +230,7 @@ def test_no_wildcard_cors_anywhere(sidecar: str, upstream: int) -> None:
 def test_cross_site_unsafe_requests_are_refused(sidecar: str, upstream: int) -> None:
     """CSRF: a foreign ``Origin`` or ``Sec-Fetch-Site: cross-site`` on POST/PUT/PATCH/DELETE or a WebSocket is 403.
 
-    Guards ``cross_site`` in loopback_asgi/app.py. Seen failing with the check
+    Guards ``cross_site`` in loopback_asgi/sidecar/app.py. Seen failing with the check
     short-circuited (``return False``): the foreign POST reached the upstream (200).
     """
     for method in ("POST", "PUT", "PATCH", "DELETE"):
@@ -252,7 +252,7 @@ def test_cross_site_unsafe_requests_are_refused(sidecar: str, upstream: int) -> 
 def test_tcp_sidecar_without_its_token_is_401_and_dials_nothing(sidecar: str, canary: Canary) -> None:
     """Unauthenticated access (0.3.3 served anonymous requests): no token, no relay, HTTP and WebSocket alike.
 
-    Guards ``TokenAuth`` in loopback_asgi/app.py. Seen failing with the
+    Guards ``TokenAuth`` in loopback_asgi/sidecar/app.py. Seen failing with the
     middleware left out of create_app: the first request was relayed to the
     canary port (502 when the canary hung up) instead of answered 401.
     """

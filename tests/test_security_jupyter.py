@@ -33,7 +33,7 @@ def test_jupyter_websocket_without_auth_is_refused(jupyter_base: JupyterServer, 
     """CVE-2024-28179 class: a WebSocket through Jupyter without Jupyter auth gets 403 and dials nothing.
 
     Guards the adapter's ``current_user is None → 403`` check in
-    loopback_asgi/jupyter_relay.py ``prepare`` (jupyter_server 2.x lets
+    loopback_asgi/jupyter/handler.py ``prepare`` (jupyter_server 2.x lets
     handlers without ``@authenticated`` through by default). Seen failing, in a
     scratch copy of the tree, with that check removed: the anonymous
     handshake was relayed to the canary port (502 once the canary hung up)
@@ -142,7 +142,7 @@ def test_jupyter_token_in_an_encoded_query_name_never_reaches_the_upstream(
     """jupyter-server-proxy #590 class, through Jupyter: ``?%74oken=<token>`` signs in (tornado
     decodes parameter names) and must be stripped like ``?token=``.
 
-    Guards ``strip_credentials`` comparing decoded names (loopback_asgi/target.py). Seen failing
+    Guards ``strip_credentials`` comparing decoded names (loopback_asgi/sidecar/target.py). Seen failing
     before that fix: the upstream received ``%74oken=<the Jupyter token>``.
     """
     accepting(jupyter_base.port)

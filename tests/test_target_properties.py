@@ -1,6 +1,6 @@
 """Property tests: no request path leads the sidecar anywhere but loopback:<allowed port>.
 
-``resolve()`` (loopback_asgi/target.py) maps a raw request path to a target;
+``resolve()`` (loopback_asgi/sidecar/target.py) maps a raw request path to a target;
 the relays then build an ``httpx.URL`` (HTTP) and a ``ws://`` URI (WebSocket)
 from it. Hypothesis throws raw paths made of the pieces SSRF tricks are made
 of (``@``, ``:``, ``//``, backslash, ``..``, percent-encodings, IPv6 literals,
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from websockets.uri import parse_uri
 
 from loopback_asgi.namespaces import Namespace, Policy, PortPolicy
-from loopback_asgi.target import Target, TargetError, resolve, strip_credentials
+from loopback_asgi.sidecar.target import Target, TargetError, resolve, strip_credentials
 
 from .security_fixtures import figure
 
@@ -106,12 +106,12 @@ queries = st.one_of(st.lists(piece, max_size=6).map(b"".join), st.binary(max_siz
 
 
 def http_url(target: Target) -> httpx.URL:
-    """The upstream URL exactly as loopback_asgi/http.py builds it."""
+    """The upstream URL exactly as loopback_asgi/sidecar/relay/http.py builds it."""
     return httpx.URL(scheme="http", host=target.host, port=target.port, raw_path=target.target.encode("latin-1"))
 
 
 def ws_uri(target: Target) -> str:
-    """The upstream URI exactly as loopback_asgi/websocket.py builds it."""
+    """The upstream URI exactly as loopback_asgi/sidecar/relay/websocket.py builds it."""
     return f"ws://{target.netloc}{target.target}"
 
 

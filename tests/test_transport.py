@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from loopback_asgi.transport import LoopbackTransport
-from loopback_asgi.wire import HIGH_WATER, Connection
+from loopback_asgi._transports.http import LoopbackTransport
+from loopback_asgi._transports.http11 import HIGH_WATER, Connection
 
 from .conftest import TOKEN, Proc
 from .scripted import WAIT, Peer, ScriptedServer

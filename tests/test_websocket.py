@@ -1,4 +1,4 @@
-"""The WebSocket relay (loopback_asgi/websocket.py) through a live sidecar and upstream."""
+"""The WebSocket relay (loopback_asgi/sidecar/relay/websocket.py) through a live sidecar and upstream."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""WebSocket sessions passed through as bytes (loopback_asgi/websocket_pipe.py), and their edges in both relays.
+"""WebSocket sessions passed through as bytes (loopback_asgi/protocols/websocket.py), and their edges in both relays.
 
 ``FrameCursor`` is checked on its own against frames built here, split at
 every byte; the rest runs through live sidecars started with each
@@ -20,8 +20,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from loopback_asgi.websocket_pipe import FrameCursor
-from loopback_asgi.websocket_wire import client_frame, server_frame
+from loopback_asgi._transports.pipe import FrameCursor
+from loopback_asgi._transports.websocket import client_frame, server_frame
 
 from .conftest import TOKEN, Proc, start_sidecar, start_upstream
 

@@ -1,4 +1,4 @@
-"""The upstream WebSocket leg (``websocket_wire.py``) against scripted raw servers.
+"""The upstream WebSocket leg (``_transports/websocket.py``) against scripted raw servers.
 
 The server side here writes RFC 6455 frames by hand and reads the client's
 masked frames back, so handshake failures, fragmentation, bad UTF-8, pings,
@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from loopback_asgi.websocket_wire import Closed, Upstream, open_upstream
+from loopback_asgi._transports.websocket import Closed, Upstream, open_upstream
 
 from .scripted import WAIT, Peer, ScriptedServer, ws_accept
 

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from . import __version__
-from .kernel import announced_route, autodetect_prefix
-from .namespaces import Policy, load_namespaces
+from loopback_asgi import __version__
+from loopback_asgi.kernel import announced_route, autodetect_prefix
+from loopback_asgi.namespaces import Policy, load_namespaces
 
 __all__ = ["doctor", "environment_kind"]
 
@@ -84,7 +84,7 @@ def _extension() -> list[str]:
 
 
 def _nodelay_said(config: Any) -> str:
-    from .jupyter import Loopback
+    from loopback_asgi.jupyter.extension import Loopback
 
     on = Loopback(config=config).kernel_websocket_nodelay
     source = "set" if "kernel_websocket_nodelay" in config.get("Loopback", {}) else "the default"

@@ -1,8 +1,8 @@
 """Move a response body from one socket to another inside the kernel (Linux ``splice``).
 
 Two relays use it: the sidecar (upstream socket → client socket,
-``http_protocol.py``) and the adapter (sidecar socket → browser socket,
-``jupyter_response.py``). Below, the *source* is where the body comes from
+``protocols/http.py``) and the adapter (sidecar socket → browser socket,
+``jupyter/response.py``). Below, the *source* is where the body comes from
 and the *client* where it goes.
 
 :class:`Splice` relays the rest of a ``Content-Length`` body: source socket

@@ -1,4 +1,4 @@
-"""The WebSocket half of the adapter's relay (see :mod:`.jupyter_relay` for HTTP).
+"""The WebSocket half of the adapter's relay (see :mod:`loopback_asgi.jupyter.handler` for HTTP).
 
 Guarantees:
 
@@ -22,9 +22,9 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 
-from .jupyter_sidecar import Sidecar, SidecarUnavailable
-from .jupyter_ws_client import Refused, SidecarWebSocket, connect
-from .jupyter_ws_pipe import BrowserPipe
+from loopback_asgi.jupyter.process import Sidecar, SidecarUnavailable
+from loopback_asgi.jupyter.ws_client import Refused, SidecarWebSocket, connect
+from loopback_asgi.jupyter.ws_pipe import BrowserPipe
 
 __all__ = ["MAX_MESSAGE", "WebSocketRelayMixin"]
 
@@ -38,7 +38,7 @@ def _close_code(code: int | None) -> int | None:
 
 
 class WebSocketRelayMixin(WebSocketHandler):
-    """WebSocket relay to the sidecar; the HTTP side (:class:`.jupyter_relay.RelayMixin`) supplies the hooks."""
+    """WebSocket relay to the sidecar; the HTTP side (:class:`~.handler.RelayMixin`) supplies the hooks."""
 
     sidecar: Sidecar
     _ws: SidecarWebSocket | None = None
@@ -97,7 +97,7 @@ class WebSocketRelayMixin(WebSocketHandler):
         return protocol
 
     def _pipe(self, protocol: WebSocketProtocol13) -> BrowserPipe | None:
-        """A byte pipe for this session, if both legs are at a clean point (see :mod:`.jupyter_ws_pipe`)."""
+        """A byte pipe for this session, if both legs are at a clean point (:mod:`~loopback_asgi.jupyter.ws_pipe`)."""
         if (
             self._ws is None
             or getattr(protocol, "_compressor", None) is not None

@@ -5,7 +5,7 @@ boundary (:meth:`.SidecarWebSocket.detach`), the two legs speak the same
 framing: the browser's frames are masked client frames, valid for the
 sidecar as sent, and the sidecar's are unmasked server frames, valid for the
 browser as sent (no extension is negotiated on either leg). The sidecar
-pipes them on the same way (``websocket_pipe.py``), so a message crosses the
+pipes them on the same way (``_transports/pipe.py``), so a message crosses the
 chain with no parsing at all. Only frame boundaries are followed
 (:class:`.FrameCursor`) for the size limit and for a close frame of the
 adapter's own where one is due.
@@ -30,8 +30,8 @@ from collections.abc import Callable
 
 from tornado.iostream import IOStream, StreamClosedError
 
-from .websocket_pipe import FrameCursor, PipeEnd
-from .websocket_wire import client_frame, server_frame
+from loopback_asgi._transports.pipe import FrameCursor, PipeEnd
+from loopback_asgi._transports.websocket import client_frame, server_frame
 
 __all__ = ["BrowserPipe"]
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from .app import create_app
+from loopback_asgi.sidecar.app import create_app
 
 __all__ = ["bind_socket", "main"]
 
@@ -109,10 +109,10 @@ def serve(args: argparse.Namespace) -> int:
         app,
         log_level=args.log_level,
         # uvicorn's Sans-I/O WebSocket protocol, able to hand a session to a
-        # byte pipe once both handshakes are done (websocket_pipe.py).
-        # The head of a response leaves with its first body piece (http_protocol.py).
-        http="loopback_asgi.http_protocol:HttpProtocol",
-        ws="loopback_asgi.websocket_pipe:PipeProtocol" if args.websocket_relay == "pipe" else "websockets-sansio",
+        # byte pipe once both handshakes are done (_transports/pipe.py).
+        # The head of a response leaves with its first body piece (protocols/http.py).
+        http="loopback_asgi.protocols.http:HttpProtocol",
+        ws="loopback_asgi.protocols.websocket:PipeProtocol" if args.websocket_relay == "pipe" else "websockets-sansio",
         ws_max_size=args.max_message_size,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=2,
@@ -131,7 +131,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from .doctor import doctor
+    from loopback_asgi.cli.doctor import doctor
 
     return doctor(timeout=args.timeout)
 

@@ -13,7 +13,7 @@ order, flow control and closing are uvicorn's.
 The protocol also offers the ASGI scope extension ``"loopback.splice"``:
 ``await scope["extensions"]["loopback.splice"]["send_rest"](take)`` sends
 the rest of a ``Content-Length`` body from the upstream's socket to the
-client's with ``os.splice`` (:mod:`.splice`), never entering the
+client's with ``os.splice`` (:mod:`loopback_asgi._transports.splice`), never entering the
 process. ``take()`` hands over the upstream socket (see
 ``Connection.hand_over``) and is only called once the client's socket has
 nothing of uvicorn's left to send, so bytes keep their order. The answer:
@@ -48,12 +48,11 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-from . import splice
+from loopback_asgi._transports import splice
+from loopback_asgi.sidecar.extensions import RESPOND, SPLICE
 
-__all__ = ["RESPOND", "SPLICE", "HeadWithBody", "HttpProtocol"]
+__all__ = ["HeadWithBody", "HttpProtocol"]
 
-SPLICE = "loopback.splice"
-RESPOND = "loopback.respond"
 # Headers whose meaning uvicorn's own send works out; a response carrying one takes that path.
 FRAMING = frozenset({b"connection", b"transfer-encoding"})
 # Up to this size the head and body are joined into one buffer; past it they go as a vector.

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote_to_bytes
 
-from .namespaces import NAME_PATTERN, Namespace
+from loopback_asgi.namespaces import NAME_PATTERN, Namespace
 
 __all__ = ["Target", "TargetError", "resolve"]
 

@@ -26,8 +26,8 @@ from jupyter_server.base.handlers import JupyterHandler
 from tornado import httputil
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
-from . import splice
-from .headers import HOP_BY_HOP_STR
+from loopback_asgi._transports import splice
+from loopback_asgi.sidecar.headers import HOP_BY_HOP_STR
 
 if TYPE_CHECKING:
     from tornado.web import RequestHandler
@@ -182,7 +182,7 @@ class ResponseRelay:
         """Relay exactly ``length`` bytes; ``StreamClosedError`` if the sidecar stops first.
 
         ``splice``: the body is the whole rest of a ``Content-Length`` response,
-        so its bytes may go to the browser kernel-side (:mod:`.splice`).
+        so its bytes may go to the browser kernel-side (:mod:`loopback_asgi._transports.splice`).
         """
         if length <= SMALL:
             pending = self.stream.read_bytes(length)

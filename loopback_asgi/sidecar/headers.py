@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 
-from .target import Target
+from loopback_asgi.sidecar.target import Target
 
 __all__ = [
     "HOP_BY_HOP",

@@ -20,12 +20,13 @@ from collections.abc import Collection
 
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from .errors import send_error
-from .headers import request_headers
-from .target import Target
-from .types import Receive, Scope, Send
-from .websocket_pipe import PIPE, Pipe
-from .websocket_wire import Closed, Upstream, open_upstream
+from loopback_asgi._transports.pipe import Pipe
+from loopback_asgi._transports.websocket import Closed, Upstream, open_upstream
+from loopback_asgi.sidecar.errors import send_error
+from loopback_asgi.sidecar.extensions import PIPE
+from loopback_asgi.sidecar.headers import request_headers
+from loopback_asgi.sidecar.target import Target
+from loopback_asgi.types import Receive, Scope, Send
 
 __all__ = ["WebSocketRelay"]
 

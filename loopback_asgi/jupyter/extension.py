@@ -5,13 +5,13 @@ At load it
 
 - registers one route, ``<base_url>loopback(/…)``, served by a handler built on
   jupyter-server-proxy's ``ServerProcess`` handler class with the streaming
-  relay of :mod:`.jupyter_relay` in front;
-- prepares the sidecar (:mod:`.jupyter_sidecar`), launched on the first request
+  relay of :mod:`loopback_asgi.jupyter.handler` in front;
+- prepares the sidecar (:mod:`loopback_asgi.jupyter.process`), launched on the first request
   with the admin policy (:class:`Loopback`) in its environment;
 - announces the route to the kernels this server launches, in
   ``JUPYTER_LOOPBACK_ROUTE`` (read by :func:`loopback_asgi.autodetect_prefix`).
 - turns Nagle's algorithm off on the server's kernel websockets
-  (:mod:`.jupyter_nodelay`; ``c.Loopback.kernel_websocket_nodelay``).
+  (:mod:`loopback_asgi.jupyter.nodelay`; ``c.Loopback.kernel_websocket_nodelay``).
 
 Admin policy, e.g. in ``jupyter_server_config.py``::
 
@@ -34,11 +34,11 @@ from tornado import web
 from traitlets import Bool, Float, Int, List, Unicode
 from traitlets.config import Configurable
 
-from . import jupyter_nodelay
-from .jupyter_relay import RelayMixin
-from .jupyter_sidecar import Sidecar
-from .kernel import ROUTE_ENV
-from .namespaces import NAME_PATTERN, Namespace, Policy, PortPolicy, load_namespaces
+from loopback_asgi.jupyter import nodelay as jupyter_nodelay
+from loopback_asgi.jupyter.handler import RelayMixin
+from loopback_asgi.jupyter.process import Sidecar
+from loopback_asgi.kernel import ROUTE_ENV
+from loopback_asgi.namespaces import NAME_PATTERN, Namespace, Policy, PortPolicy, load_namespaces
 
 __all__ = ["NAMESPACES_ENV", "Loopback", "install", "setup_proxy_handler"]
 

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 
-from .wire import Connection
+from loopback_asgi._transports.http11 import Connection
 
 __all__ = [
     "LoopbackTransport",

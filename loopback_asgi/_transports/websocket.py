@@ -35,7 +35,7 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-from .wire import WriteFlow
+from loopback_asgi._transports.http11 import WriteFlow
 
 try:  # websockets' C masking, as websockets itself picks it
     from websockets.speedups import apply_mask

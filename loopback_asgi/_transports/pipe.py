@@ -8,14 +8,15 @@ boundaries (:class:`FrameCursor`, a few header bytes per frame, payloads
 never copied). Text, binary, fragments, pings, pongs and close frames, with
 their codes and reasons, reach the other side exactly as sent.
 
-How it is switched on: :class:`PipeProtocol` is the sidecar's uvicorn
-WebSocket protocol (``jupyter-loopback serve``). It declares the ASGI scope
-extension ``"loopback.pipe"``; the relay, after accepting the client, sends
-``{"type": "loopback.pipe", "pipe": Pipe(...)}`` and the protocol hands its
-connection to the pipe if nothing was read past the client's handshake. If
-either side is not at a clean point (a frame half read, a fragmented
-message, an extension), nothing changes and the relay carries on message by
-message. Under another ASGI server the relay never asks.
+How it is switched on: the server's protocol offers the ASGI scope
+extension ``"loopback.pipe"`` (:mod:`loopback_asgi.sidecar.extensions`;
+under ``jupyter-loopback serve``, :class:`loopback_asgi.protocols.websocket.PipeProtocol`).
+The relay, after accepting the client, sends ``{"type": "loopback.pipe",
+"pipe": Pipe(...)}`` and the protocol hands its connection to the pipe if
+nothing was read past the client's handshake. If either side is not at a
+clean point (a frame half read, a fragmented message, an extension), nothing
+changes and the relay carries on message by message. Under another ASGI
+server the relay never asks.
 
 Guarantees, as the message relay's:
 
@@ -35,16 +36,11 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Callable
-from typing import Any, cast
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.protocol import State
+from loopback_asgi._transports.websocket import Upstream, client_frame, server_frame
 
-from .websocket_wire import Upstream, client_frame, server_frame
+__all__ = ["MAX_HANDSHAKE", "FrameCursor", "Pipe", "PipeEnd"]
 
-__all__ = ["PIPE", "FrameCursor", "Pipe", "PipeEnd", "PipeProtocol"]
-
-PIPE = "loopback.pipe"
 # A client handshake longer than this is never piped (uvicorn refuses it anyway).
 MAX_HANDSHAKE = 64 * 1024
 
@@ -217,76 +213,3 @@ class PipeEnd(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost()
-
-
-class PipeProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's Sans-I/O WebSocket protocol, able to hand its connection to a :class:`Pipe`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.pipe: Pipe | None = None
-        self._received = 0  # bytes read so far
-        self._handshake_length: int | None = None  # the client's handshake request, once whole
-        self._head = bytearray()
-
-    def handle_connect(self, event: Any) -> None:
-        super().handle_connect(event)
-        scope = getattr(self, "scope", None)  # none for a handshake uvicorn refused
-        if isinstance(scope, dict):
-            scope.setdefault("extensions", {})[PIPE] = {}
-
-    def data_received(self, data: bytes) -> None:
-        if self.pipe is not None:
-            self.pipe.from_client(data)
-            return
-        self._received += len(data)
-        if self._handshake_length is None and len(self._head) < MAX_HANDSHAKE:
-            self._head += data
-            end = self._head.find(b"\r\n\r\n")
-            if end >= 0:
-                self._handshake_length = end + 4
-                self._head = bytearray()
-        super().data_received(data)
-
-    def _pipeable(self) -> bool:
-        # Nothing read past the handshake: the client's stream is at a frame boundary, nothing is queued.
-        return (
-            self._handshake_length is not None
-            and self._received == self._handshake_length
-            and self.handshake_complete
-            and not self.close_sent
-            and not self.disconnected
-            and self.initial_response is None
-            and self.queue.empty()
-            and self.conn.state is State.OPEN
-            and not self.conn.extensions
-            and not self.transport.is_closing()
-        )
-
-    async def send(self, message: Any) -> None:
-        if message["type"] != PIPE:
-            return await super().send(message)
-        pipe = cast(Pipe, message["pipe"])
-        if self.pipe is None and self._pipeable() and pipe.attach(self.transport):
-            self.pipe = pipe
-            self.stop_keepalive()  # pings and pongs now pass between the client and the upstream
-
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if self.pipe is not None:
-            self.pipe.pause(self.pipe.server, True)
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if self.pipe is not None:
-            self.pipe.pause(self.pipe.server, False)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.pipe is not None:
-            self.pipe.client_lost()
-        super().connection_lost(exc)
-
-    def shutdown(self) -> None:
-        if self.pipe is None:
-            return super().shutdown()
-        self.pipe.end(1012)

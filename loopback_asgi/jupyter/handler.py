@@ -9,7 +9,7 @@ HTTP-or-WebSocket dispatch. Everything that carries bytes is its own:
   each chunk awaited on the sidecar socket), responses go to the browser as
   they arrive (each chunk awaited on the browser socket). Memory per request
   is a few chunks, whatever the size; nothing is buffered, nothing is capped.
-- WebSocket: see :mod:`.jupyter_websocket`.
+- WebSocket: see :mod:`loopback_asgi.jupyter.websocket`.
 - Jupyter's credentials stay here: an ``Authorization`` header that Jupyter
   authenticated the request with is not forwarded, nor an ``X-XSRFToken`` (or
   ``X-CSRFToken``) carrying Jupyter's own ``_xsrf`` token; an app's token of
@@ -31,10 +31,10 @@ from tornado import httputil, web
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.websocket import WebSocketHandler
 
-from .headers import HOP_BY_HOP_STR
-from .jupyter_response import BadResponse, ResponseRelay
-from .jupyter_sidecar import Sidecar, SidecarUnavailable
-from .jupyter_websocket import WebSocketRelayMixin
+from loopback_asgi.jupyter.process import Sidecar, SidecarUnavailable
+from loopback_asgi.jupyter.response import BadResponse, ResponseRelay
+from loopback_asgi.jupyter.websocket import WebSocketRelayMixin
+from loopback_asgi.sidecar.headers import HOP_BY_HOP_STR
 
 __all__ = ["RelayMixin"]
 

@@ -15,11 +15,7 @@ from collections.abc import AsyncIterator, Collection
 
 import httpx
 
-from .errors import send_error
-from .headers import request_headers, response_headers
-from .http_protocol import RESPOND, SPLICE
-from .target import Target
-from .transport import (
+from loopback_asgi._transports.http import (
     LoopbackTransport,
     body_complete,
     byte_headers,
@@ -28,7 +24,11 @@ from .transport import (
     raw_headers,
     whole_body,
 )
-from .types import Receive, Scope, Send
+from loopback_asgi.sidecar.errors import send_error
+from loopback_asgi.sidecar.extensions import RESPOND, SPLICE
+from loopback_asgi.sidecar.headers import request_headers, response_headers
+from loopback_asgi.sidecar.target import Target
+from loopback_asgi.types import Receive, Scope, Send
 
 __all__ = ["HTTPRelay"]
 
@@ -212,7 +212,7 @@ class HTTPRelay:
     def __init__(self, *, max_connections: int | None = None, secrets: Collection[bytes] = ()) -> None:
         self.transport = LoopbackTransport(max_connections=max_connections)
         self.secrets = frozenset(secrets)
-        self.spliced = 0  # response bodies sent kernel-side (see http_protocol.py)
+        self.spliced = 0  # response bodies sent kernel-side (see protocols/http.py)
         self._watch: _Watch | None = None
 
     async def aclose(self) -> None:
@@ -326,7 +326,7 @@ class HTTPRelay:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             if status >= 200 and (splice := extensions.get(SPLICE)) is not None:
                 if fixed_length(response) >= SPLICE_MIN:
-                    # A big fixed-length body goes kernel-side when the server can (http_protocol.py).
+                    # A big fixed-length body goes kernel-side when the server can (protocols/http.py).
                     delivered = await splice["send_rest"](functools.partial(hand_over, response))
                     if delivered is not None:
                         self.spliced += 1

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from tornado import httputil
 
-from .websocket_wire import client_frame, close_payload
+from loopback_asgi._transports.websocket import client_frame, close_payload
 
 __all__ = ["CLOSE_WAIT", "Refused", "SidecarWebSocket", "connect"]
 

@@ -1,6 +1,6 @@
 """One HTTP/1.1 client connection: an asyncio ``Protocol`` fed to httptools' response parser.
 
-The transport (``transport.py``) sends one request at a time on a
+The transport (``_transports/http.py``) sends one request at a time on a
 ``Connection`` and reads its response: headers first, then the body as an
 async iterator. Reading pauses while more than ``HIGH_WATER`` bytes wait for
 the consumer and resumes below ``LOW_WATER``; writing waits whenever the

@@ -27,13 +27,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
-from . import __version__
-from .errors import send_error
-from .http import HTTPRelay
-from .namespaces import Namespace, Policy, load_namespaces
-from .target import Target, TargetError, resolve
-from .types import ASGIApp, Message, Receive, Scope, Send
-from .websocket import WebSocketRelay
+from loopback_asgi import __version__
+from loopback_asgi.namespaces import Namespace, Policy, load_namespaces
+from loopback_asgi.sidecar.errors import send_error
+from loopback_asgi.sidecar.relay.http import HTTPRelay
+from loopback_asgi.sidecar.relay.websocket import WebSocketRelay
+from loopback_asgi.sidecar.target import Target, TargetError, resolve
+from loopback_asgi.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["TOKEN_COOKIE", "Sidecar", "create_app"]
 

@@ -11,7 +11,7 @@ import html
 import json
 from collections.abc import Iterable
 
-from .types import ErrorBody, Scope, Send
+from loopback_asgi.types import ErrorBody, Scope, Send
 
 __all__ = ["error_body", "send_error"]
 
