@@ -26,6 +26,7 @@ LAYERS = {
     "loopback_asgi._builtin": 0,
     "loopback_asgi.kernel": 0,
     "loopback_asgi.reach": 0,
+    "loopback_asgi.fastpaths": 0,
     "loopback_asgi._transports": 1,
     "loopback_asgi.sidecar": 2,
     "loopback_asgi.protocols": 3,

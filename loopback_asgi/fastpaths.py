@@ -1,0 +1,76 @@
+"""Every place this project relies on another library's private state, named once.
+
+A fast path here is code that reads or replaces a private attribute of a
+library this project does not own, because the public API has no way to get
+the same speed. Each one is listed in :data:`FASTPATHS` with the private
+names it touches, the versions of the library it was checked against, and
+the figure a user sees it improve. It is taken only when
+
+- the installed version of the library lies in the checked range (read once,
+  when the module that uses it is imported), and
+- ``JUPYTER_LOOPBACK_FASTPATHS`` does not turn it off: ``off`` turns every
+  fast path off, a comma-separated list of names turns those off.
+
+Otherwise the code takes the public path, which gives the same answers,
+only slower. Each fast path has a test that it is taken and a test of its
+fallback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
+
+__all__ = ["ENV", "FASTPATHS", "FastPath", "enabled", "version_of"]
+
+ENV = "JUPYTER_LOOPBACK_FASTPATHS"
+
+
+@dataclass(frozen=True)
+class FastPath:
+    name: str
+    library: str
+    """The distribution whose private state it touches."""
+    touches: tuple[str, ...]
+    """The private names, as ``module.Class.attribute``."""
+    lowest: tuple[int, ...]
+    """The lowest version it was checked against."""
+    below: tuple[int, ...]
+    """The first version it was not checked against (the next major or minor release)."""
+    gain: str
+    """What a user sees it improve, with the figure (docs/benchmarks.md)."""
+
+
+FASTPATHS: dict[str, FastPath] = {}
+
+
+def _declare(path: FastPath) -> None:
+    FASTPATHS[path.name] = path
+
+
+def version_of(distribution: str) -> tuple[int, ...] | None:
+    """The installed version of ``distribution`` as numbers (``"6.5.2"`` → ``(6, 5, 2)``), or None."""
+    try:
+        text = metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+    match = re.match(r"\d+(?:\.\d+)*", text)
+    return tuple(int(part) for part in match.group().split(".")) if match else None
+
+
+def _switched_off(name: str, setting: str) -> bool:
+    words = {word.strip().lower() for word in setting.split(",") if word.strip()}
+    return "off" in words or name in words
+
+
+@cache
+def enabled(name: str) -> bool:
+    """Whether the fast path ``name`` is taken in this process: switched on and checked for this version."""
+    path = FASTPATHS[name]
+    if _switched_off(name, os.environ.get(ENV, "")):
+        return False
+    version = version_of(path.library)
+    return version is not None and path.lowest <= version < path.below
