@@ -11,11 +11,16 @@ Routes (rows), all to the same tests/upstream.py on 127.0.0.1:
 5. jupyter-loopback 0.3.3's ``/bench-proxy/<port>/…`` — both in one
    ``jupyter server`` from ``benchmarks/.bench-venv-http`` (made on first use).
 
+With ``--compare REV`` two more rows run the source tree of commit REV (the
+sidecar, and the full chain: a ``jupyter server`` whose adapter comes from
+that tree), and a table gives the current full chain's figures over REV's,
+each within 10% or not.
+
 Measurements go round the rows in turns, so a burst of load on this shared
 machine hits every row alike. A route that fails a measurement is recorded as
 "fails" with the reason; the run goes on.
 
-    .venv/bin/python benchmarks/run.py [--quick] [--write-docs] [--no-peers]
+    .venv/bin/python benchmarks/run.py [--quick] [--write-docs] [--no-peers] [--compare REV]
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ import measure
 import report
 import servers
 from measure import MeasureError, Row
+
+# How far a full-chain figure may move against the compared commit's (as a fraction).
+TOLERANCE = 0.10
 
 DOCS = servers.ROOT / "docs" / "benchmarks.md"
 README = servers.ROOT / "README.md"
@@ -87,11 +95,13 @@ async def check(row: Row, what: str) -> None:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, tree: tuple[Path, str] | None = None) -> None:
         self.args = args
+        self.tree = tree  # --compare: the compared commit's source tree and its hash
         self.rows: list[Row] = []
         self.results: report.Results = {}
         self.procs: list[servers.Proc] = []
+        self.loaded: dict[str, str] = {}  # row -> where its loopback_asgi was imported from
 
     def record(self, metric: str, row: Row, value: report.Value) -> None:
         self.results.setdefault(metric, {})[row.key] = value
@@ -137,30 +147,61 @@ class Bench:
         shown = {k: report.fmt(m(metrics[0]), statistics.median(v)) for k, v in samples.items() if v}
         print(f"  {metrics[0]}: " + ", ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
 
+    def verify(self, row: Row, proc: servers.Proc, root: Path) -> None:
+        """Skip ``row`` unless its process imported ``loopback_asgi`` from the tree ``root``."""
+        path = servers.loaded_from(proc)
+        self.loaded[row.key] = path or "not reported"
+        if path is None or not Path(path).is_relative_to(root):
+            row.skip = f"skipped: runs loopback_asgi from {path or 'an unknown place'}, not from {root}"
+
+    async def start_sidecar(self, row: Row, root: Path, up: int) -> None:
+        try:
+            proc, base = servers.start_sidecar(root)
+        except (RuntimeError, OSError) as exc:
+            row.skip = f"skipped: sidecar not available ({why(exc)})"
+            return
+        self.procs.append(proc)
+        row.base = f"{base}/app/{up}"
+        self.verify(row, proc, root)
+
+    async def start_chain(self, row: Row, root: Path, up: int) -> None:
+        """A ``jupyter server`` whose adapter (and so the sidecar it launches) comes from the tree ``root``."""
+        try:
+            proc, base = servers.start_jupyter(sys.executable, servers.project_extensions(root), pythonpath=str(root))
+            self.procs.append(proc)
+            self.verify(row, proc, root)
+            if row.skip:
+                return
+            row.base = f"{base}/loopback/app/{up}"
+            status, elapsed = await first_request(row)
+            if status == 200:
+                self.record("first", row, elapsed)
+            else:
+                row.skip = f"skipped: adapter not available (GET /loopback/app/{up}/json answered {status})"
+            for n, (cwd, pythonpath) in enumerate(servers.launched_sidecars(proc)):
+                self.loaded[f"{row.key}'s sidecar{f' {n + 1}' if n else ''}"] = f"PYTHONPATH {pythonpath} (cwd {cwd})"
+                if pythonpath != str(root):
+                    row.skip = f"skipped: its sidecar runs with PYTHONPATH {pythonpath or 'unset'}, not {root}"
+        except (RuntimeError, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            row.skip = f"skipped: adapter not available ({why(exc)})"
+
     async def setup(self) -> None:
         auth = {"Authorization": f"token {servers.TOKEN}"}
         proc, up = servers.start_upstream()
         self.procs.append(proc)
         self.rows.append(Row("direct", "direct", f"http://127.0.0.1:{up}"))
-        proc, base = servers.start_sidecar()
-        self.procs.append(proc)
-        self.rows.append(Row("sidecar", "sidecar", f"{base}/app/{up}", auth))
-
+        sidecar = Row("sidecar", "sidecar", "", auth)
         chain = Row("chain", "full chain (Jupyter + adapter)", "", auth)
-        self.rows.append(chain)
-        try:
-            proc, base = servers.start_jupyter(
-                sys.executable, servers.project_extensions(), pythonpath=str(servers.ROOT)
-            )
-            self.procs.append(proc)
-            chain.base = f"{base}/loopback/app/{up}"
-            status, elapsed = await first_request(chain)
-            if status == 200:
-                self.record("first", chain, elapsed)
-            else:
-                chain.skip = f"skipped: adapter not available (GET /loopback/app/{up}/json answered {status})"
-        except (RuntimeError, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            chain.skip = f"skipped: adapter not available ({why(exc)})"
+        self.rows += [sidecar, chain]
+        await self.start_sidecar(sidecar, servers.ROOT, up)
+        await self.start_chain(chain, servers.ROOT, up)
+        if self.tree is not None:
+            tree, commit = self.tree
+            rev_sidecar = Row("rev_sidecar", f"sidecar at {commit[:9]}", "", auth)
+            rev_chain = Row("rev_chain", f"full chain at {commit[:9]}", "", auth)
+            self.rows += [rev_sidecar, rev_chain]
+            await self.start_sidecar(rev_sidecar, tree, up)
+            await self.start_chain(rev_chain, tree, up)
 
         jsp = Row("jsp", "jupyter-server-proxy 4.6", "", auth)
         old = Row("peer033", "jupyter-loopback 0.3.3", "", auth)
@@ -221,6 +262,8 @@ class Bench:
             await self.setup()
             for row in self.rows:
                 print(f"  {row.label}: {row.skip or row.base}", flush=True)
+            for key, where in self.loaded.items():
+                print(f"  {key} imports loopback_asgi from {where}", flush=True)
             print("measuring", flush=True)
             await self.measure_all()
         finally:
@@ -240,12 +283,64 @@ class Bench:
             "rows": {r.key: r.label for r in self.rows},
             "results": self.results,
         }
+        if self.tree is not None:
+            record["compare"] = {
+                "rev": self.args.compare,
+                "commit": self.tree[1],
+                "loaded": self.loaded,
+                "tolerance": TOLERANCE,
+                "ratios": compare(self.results),
+            }
         out = servers.HERE / "results"
         out.mkdir(exist_ok=True)
         path = out / f"http-{started:%Y%m%dT%H%M%S}.json"
         path.write_text(json.dumps(record, indent=1))
         print(f"results saved to {path}")
         return record
+
+
+def compare(results: report.Results) -> list[dict[str, Any]]:
+    """Each full-chain figure over the compared commit's, and whether it stays within ``TOLERANCE``.
+
+    A throughput may not fall below (1 − TOLERANCE)× the old one, a latency may not
+    rise above (1 + TOLERANCE)×; a figure either side lacks has verdict "—".
+    """
+    out = []
+    for metric in report.METRICS:
+        values = results.get(metric.key, {})
+        new, old = values.get("chain"), values.get("rev_chain")
+        if new is None and old is None:
+            continue
+        ratio = new / old if isinstance(new, float) and isinstance(old, float) and old else None
+        if ratio is None:
+            verdict = "—"
+        elif metric.higher_is_better:
+            verdict = "PASS" if ratio >= 1 - TOLERANCE else "MISS"
+        else:
+            verdict = "PASS" if ratio <= 1 + TOLERANCE else "MISS"
+        out.append({"metric": metric.key, "new": new, "old": old, "ratio": ratio, "verdict": verdict})
+    return out
+
+
+def compare_table(record: dict[str, Any]) -> str:
+    """The ``--compare`` section: the full chain now against the compared commit, as Markdown."""
+    info = record["compare"]
+    short = info["commit"][:9]
+    lines = [
+        f"Full chain now against `{info['rev']}` ({short}), measured in the same turns; "
+        f"PASS = within {info['tolerance']:.0%} (throughputs no lower, latencies no higher):",
+        "",
+        f"| full-chain figure | now | at {short} | now / {short} | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for item in info["ratios"]:
+        metric = m(item["metric"])
+        cells = [report.fmt(metric, v) if v is not None else "—" for v in (item["new"], item["old"])]
+        ratio = f"{item['ratio']:.2f}" if item["ratio"] is not None else "—"
+        lines.append(f"| {metric.label} | {cells[0]} | {cells[1]} | {ratio} | {item['verdict']} |")
+    lines += ["", "Where each process imported `loopback_asgi` from:", ""]
+    lines += [f"- {key}: `{where}`" for key, where in info["loaded"].items()]
+    return "\n".join(lines) + "\n"
 
 
 def render(record: dict[str, Any]) -> tuple[str, str, str]:
@@ -257,8 +352,10 @@ def render(record: dict[str, Any]) -> tuple[str, str, str]:
     when = record.get("when", "time not recorded")
     chart = f"![Each route against direct]({DOCS_SVG.relative_to(DOCS.parent)})"
     meaning = report.user_figures(results)
+    compared = f"\n{compare_table(record)}" if "compare" in record else ""
     return (
-        f"{record['meta']}\n\n{chart}\n\nWhat the full chain's figures mean for a user:\n\n{meaning}\n\n{tables}\n",
+        f"{record['meta']}\n\n{chart}\n\nWhat the full chain's figures mean for a user:\n\n{meaning}\n\n{tables}\n"
+        f"{compared}",
         f"{summary}\n\nOne run of `make bench` on a shared 2-core machine ({when}).\n",
         report.svg_chart(results, rows),
     )
@@ -303,6 +400,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4, help="turns over the routes for latency samples")
     parser.add_argument("--from-json", type=Path, help="measure nothing: show (and write) a saved run")
     parser.add_argument(
+        "--compare",
+        metavar="REV",
+        help="also run commit REV's sidecar and full chain in the same turns, and give now / REV per full-chain figure",
+    )
+    parser.add_argument(
         "--check-docs", action="store_true", help="exit 1 unless the docs show the saved run of docs/data/ exactly"
     )
     args = parser.parse_args()
@@ -325,6 +427,13 @@ def main() -> int:
         return 0
     if args.from_json:
         record = json.loads(args.from_json.read_text())
+    elif args.compare:
+        try:
+            with servers.materialise(args.compare) as tree:
+                record = asyncio.run(Bench(args, tree).run())
+        except servers.RevError as exc:
+            print(f"--compare {args.compare}: {exc}", file=sys.stderr)
+            return 2
     else:
         record = asyncio.run(Bench(args).run())
     text, summary, svg = render(record)

@@ -8,6 +8,7 @@ time. Only 127.0.0.1 is ever bound or contacted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,19 @@ PEER_VENV = HERE / ".bench-venv-http"  # ignored by .gitignore's .bench-venv*/
 PEER_PINS = ("jupyter-loopback==0.3.3", "jupyter-server-proxy==4.6.0", "jupyter_server")
 PEER_VERSIONS = {"jupyter-loopback": "0.3.3", "jupyter-server-proxy": "4.6.0"}
 TOKEN = "bench-token-0123456789"
+# ``python -m MODULE ARGS`` that first says where ``loopback_asgi`` comes from, so a
+# run shows which tree each process really runs. Like ``-m``, ``-c`` puts the
+# working directory first on sys.path.
+PROBE = (
+    "import runpy, sys\n"
+    "try:\n"
+    "    import loopback_asgi\n"
+    "    print('loopback_asgi from', loopback_asgi.__file__, flush=True)\n"
+    "except ImportError:\n"
+    "    pass\n"
+    "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)\n"
+)
+LOADED = re.compile(r"^loopback_asgi from (.+)$")
 
 
 @dataclass
@@ -91,7 +105,8 @@ def start(
         proc = Proc(popen, re.match("", ""), lines)
         proc.stop()
         tail = "".join(lines[-15:])
-        raise RuntimeError(f"{Path(cmd[0]).name} {' '.join(cmd[1:3])} did not become ready:\n{tail}")
+        shown = " ".join([arg for arg in cmd[1:] if arg not in ("-c", PROBE)][:2])
+        raise RuntimeError(f"{Path(cmd[0]).name} {shown} did not become ready:\n{tail}")
     return Proc(popen, found[0], lines)
 
 
@@ -121,14 +136,85 @@ def start_upstream() -> tuple[Proc, int]:
     return proc, int(proc.match[1])
 
 
-def start_sidecar() -> tuple[Proc, str]:
-    """``jupyter-loopback serve --port 0 --token TOKEN``; returns its ``http://127.0.0.1:PORT``."""
-    proc = start(
-        [sys.executable, "-m", "loopback_asgi.cli", "serve", "--port", "0", "--token", TOKEN],
-        r"on (http://[^/]+)/",
-        env=clean_env(PYTHONPATH=str(ROOT)),
-    )
+def module_cmd(python: str, module: str, *args: str) -> list[str]:
+    """``python -m module args``, announcing first the file ``loopback_asgi`` is imported from (see ``loaded_from``)."""
+    return [python, "-c", PROBE, module, *args]
+
+
+def loaded_from(proc: Proc) -> str | None:
+    """The ``loopback_asgi`` file a process started by ``module_cmd`` imported, from its output."""
+    return next((m[1] for line in proc.lines if (m := LOADED.match(line.strip()))), None)
+
+
+def project_env(root: Path) -> tuple[dict[str, str], Path]:
+    """Environment and working directory that make a process import the project from ``root``.
+
+    ``python -m`` and ``-c`` put the working directory first on sys.path, and the
+    editable install points at this checkout; so both name ``root``.
+    """
+    return clean_env(PYTHONPATH=str(root)), root
+
+
+def start_sidecar(root: Path = ROOT) -> tuple[Proc, str]:
+    """``jupyter-loopback serve --port 0 --token TOKEN`` from the tree ``root``; returns its ``http://127.0.0.1:PORT``."""
+    env, cwd = project_env(root)
+    cmd = module_cmd(sys.executable, "loopback_asgi.cli", "serve", "--port", "0", "--token", TOKEN)
+    proc = start(cmd, r"on (http://[^/]+)/", env=env, cwd=cwd)
     return proc, proc.match[1]
+
+
+class RevError(RuntimeError):
+    """A commit that cannot be materialised, with the reason in one sentence."""
+
+
+@contextlib.contextmanager
+def materialise(rev: str) -> Iterator[tuple[Path, str]]:
+    """The source tree of commit ``rev`` (``git archive``) in a temporary directory, removed afterwards.
+
+    Yields the directory and the commit's full hash; raises ``RevError`` with
+    one sentence when ``rev`` names no commit.
+    """
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    if found.returncode != 0:
+        raise RevError(f"{rev!r} names no commit of {ROOT}")
+    commit = found.stdout.strip()
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-rev-{commit[:9]}-"))
+    try:
+        archive = subprocess.Popen(["git", "archive", commit], stdout=subprocess.PIPE, cwd=ROOT)
+        untar = subprocess.run(["tar", "-x", "-C", str(tmp)], stdin=archive.stdout, capture_output=True, timeout=300)
+        assert archive.stdout is not None
+        archive.stdout.close()
+        if archive.wait(60) != 0 or untar.returncode != 0:
+            raise RevError(f"git archive {commit[:9]} could not be unpacked: {untar.stderr.decode()[-200:]}")
+        yield tmp, commit
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def launched_sidecars(proc: Proc) -> list[tuple[str, str]]:
+    """The working directory and PYTHONPATH of each sidecar a Jupyter server launched: where it imports from.
+
+    They are the ``loopback_asgi.cli`` processes in the server's process group (Linux ``/proc``).
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == proc.popen.pid:
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != proc.popen.pid:
+                continue
+            if b"loopback_asgi.cli" not in (entry / "cmdline").read_bytes():
+                continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cwd = os.readlink(entry / "cwd")
+        except (OSError, ValueError):
+            continue  # gone, or not ours to read
+        pythonpath = next((item[11:].decode() for item in environ if item.startswith(b"PYTHONPATH=")), "")
+        found.append((cwd, pythonpath))
+    return found
 
 
 def start_jupyter(
@@ -156,9 +242,7 @@ def start_jupyter(
         **({"PYTHONPATH": pythonpath} if pythonpath else {}),
     )
     cmd = [
-        python,
-        "-m",
-        "jupyter_server",
+        *module_cmd(python, "jupyter_server"),
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",
@@ -173,9 +257,9 @@ def start_jupyter(
     return proc, f"http://127.0.0.1:{port}"
 
 
-def project_extensions() -> dict[str, dict[str, object]]:
-    """The project's own ``jupyter-config`` files, so the adapter is on even if the install skipped them."""
-    confd = ROOT / "jupyter-config" / "jupyter_server_config.d"
+def project_extensions(root: Path = ROOT) -> dict[str, dict[str, object]]:
+    """The ``jupyter-config`` files of the tree ``root``, so the adapter is on even if the install skipped them."""
+    confd = root / "jupyter-config" / "jupyter_server_config.d"
     return {p.stem: json.loads(p.read_text()) for p in sorted(confd.glob("*.json"))}
 
 
