@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from loopback_asgi import fastpaths
 from loopback_asgi._transports import splice
 from loopback_asgi._transports.splice import CLIENT_GONE, DONE, SOURCE_LOST, Splice
 from loopback_asgi.jupyter.response import SPLICE_MIN
 
-from .jupyter_fixtures import JupyterServer
+from .jupyter_fixtures import JupyterServer, start_jupyter, stop_jupyter
 from .upstream import PATTERN
 
 pytestmark = pytest.mark.skipif(not splice.available(), reason="os.splice is Linux-only")
@@ -297,3 +298,25 @@ def test_browser_leaving_mid_body_releases_everything(jupyter_base: JupyterServe
             r = c.get(jupyter_base.loopback(upstream, "bytes?n=3000000"), headers=jupyter_base.auth)
             assert r.status_code == 200 and r.content == _expected(0, 3000000)
         assert jupyter_base.proc.popen.poll() is None
+
+
+def test_switched_off_the_body_is_copied_and_arrives_exact(upstream: int) -> None:
+    """``JUPYTER_LOOPBACK_FASTPATHS=adapter_splice``: the same body, relayed through tornado's buffers, no pipe."""
+    server = start_jupyter("/", env={fastpaths.ENV: "adapter_splice"})
+    try:
+        pid = server.proc.pid
+        n = 8 * MiB + 3
+        with server.client() as c:
+            c.get(server.loopback(upstream, "json"), headers=server.auth).raise_for_status()
+            idle = _pipes(pid)
+            with c.stream("GET", server.loopback(upstream, f"bytes?n={n}"), headers=server.auth) as r:
+                assert r.status_code == 200 and r.headers["content-length"] == str(n)
+                chunks = r.iter_raw()
+                offset = _check(iter([next(chunks)]))
+                assert _pipes(pid) == idle  # no kernel-side relay was set up
+                assert _check(chunks, offset) == n
+            r = c.get(server.loopback(upstream, "json"), headers=server.auth)
+            assert r.json() == {"hello": "world"}
+        assert "Traceback" not in "".join(server.proc.output)
+    finally:
+        stop_jupyter(server)

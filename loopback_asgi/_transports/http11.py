@@ -17,7 +17,7 @@ from typing import cast
 import httptools
 import httpx
 
-__all__ = ["HIGH_WATER", "LOW_WATER", "Connection", "WriteFlow"]
+__all__ = ["HIGH_WATER", "LOW_WATER", "Connection", "ResponseReader", "WriteFlow"]
 
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
@@ -362,6 +362,113 @@ class Connection(WriteFlow, asyncio.Protocol):
             return
         self._complete = True
         self._wake()
+
+
+class ResponseReader:
+    """One HTTP/1.1 response, parsed by httptools from bytes the caller reads itself (``feed``).
+
+    For a caller that owns its socket (the Jupyter adapter reads the sidecar
+    through tornado): after each :meth:`feed`, ``head`` is true once the
+    status and headers are in, ``pieces`` holds the body bytes that came
+    (chunked framing removed) for the caller to take, and ``complete`` is
+    true at the body's end. Informational answers (``100 Continue``) are
+    skipped. Malformed input raises ``httpx.RemoteProtocolError``.
+    """
+
+    def __init__(self, *, head_only: bool = False) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_only = head_only
+        self._informational = False
+        self.status = 0
+        self.reason = b""
+        self.version = ""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head = False
+        self.complete = False
+        self.keep_alive = False
+        self.length: int | None = None
+        """The body's Content-Length, when it has one and is not chunked."""
+        self.chunked = False
+        self.until_eof = False
+        """The body ends with the connection (neither a length nor chunked)."""
+        self.pieces: list[bytes] = []
+        self.body_read = 0
+
+    def feed(self, data: bytes) -> None:
+        """Parse the next bytes; past the end of the response, nothing more is read."""
+        if self.complete:
+            if data:
+                raise httpx.RemoteProtocolError("The upstream sent more than one response.")
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            cause = exc.__cause__ if isinstance(exc.__cause__, httpx.RemoteProtocolError) else exc
+            raise httpx.RemoteProtocolError(f"The upstream sent a malformed response ({cause}).") from exc
+
+    def eof(self) -> None:
+        """The connection ended: the end of a body delimited by it, else ``httpx.RemoteProtocolError``."""
+        if self.complete:
+            return
+        if self.head and self.until_eof:
+            self.complete = True
+        elif self.head:
+            raise httpx.RemoteProtocolError("The upstream closed the connection mid-body.")
+        else:
+            raise httpx.RemoteProtocolError("The upstream closed the connection without a response.")
+
+    def take(self) -> bytes:
+        """The body bytes parsed since the last call, as one piece."""
+        pieces = self.pieces
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        pieces.clear()
+        return data
+
+    # -- httptools callbacks ---------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.head:
+            raise httpx.RemoteProtocolError("The upstream sent more than one response.")
+        self.reason = b""
+        self.headers = []
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        if status == 101:
+            raise httpx.RemoteProtocolError("The upstream switched protocols on a plain HTTP request.")
+        if status < 200:
+            self._informational = True
+            return
+        self.status = status
+        self.version = parser.get_http_version()
+        self.keep_alive = parser.should_keep_alive()
+        self.head = True
+        if self._head_only or status in (204, 304):
+            self.complete = True
+            return
+        self.chunked = _chunked(self.headers)
+        lengths = {v.strip() for n, v in self.headers if len(n) == 14 and n.lower() == b"content-length"}
+        self.until_eof = not (lengths or self.chunked)
+        if not self.chunked and len(lengths) == 1 and (length := lengths.pop()).isdigit():
+            self.length = int(length)
+
+    def on_body(self, body: bytes) -> None:
+        if not self.complete:
+            self.body_read += len(body)
+            self.pieces.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        self.complete = True
 
 
 def _frame(chunk: bytes, chunked: bool, *, last: bool) -> list[bytes]:

@@ -135,7 +135,7 @@ class Sidecar:
                 await asyncio.sleep(delay)
                 delay = min(delay * 1.5, 0.05)
             else:
-                self.release(stream)
+                stream.close()  # only a probe: connect() opens the stream it uses
                 return
 
     async def _open(self) -> IOStream:

@@ -15,53 +15,39 @@ writes it to the browser through the handler's own connection. Guarantees:
   reused buffer and written from it (no per-piece copies).
 - ``complete`` is true only if the whole body arrived; a sidecar that stops
   mid-body leaves it false, and the caller cuts the browser's stream.
+
+The response is parsed by the project's one HTTP/1.1 response parser,
+:class:`loopback_asgi._transports.http11.ResponseReader` (httptools/llhttp).
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
+import httpx
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import httputil
-from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
+from tornado.iostream import IOStream, StreamClosedError
 
+from loopback_asgi import fastpaths
 from loopback_asgi._transports import splice
+from loopback_asgi._transports.http11 import ResponseReader
 from loopback_asgi.sidecar.headers import HOP_BY_HOP_STR
 
 if TYPE_CHECKING:
     from tornado.web import RequestHandler
 
-__all__ = ["CHUNK", "BadResponse", "ResponseRelay", "chunk_size"]
+__all__ = ["CHUNK", "SPLICE", "BadResponse", "ResponseRelay"]
 
 CHUNK = 2**20
-# tornado's read_into() and HTTP1Connection.write() take any buffer, memoryviews
-# included (their annotations say bytearray/bytes): slices of one buffer need no copies.
-SMALL = 64 * 1024  # bodies up to this size are read whole and may share the head's write
 SPLICE_MIN = 256 * 1024  # below this, setting up a kernel-side relay costs more than copying
 MAX_HEAD = 256 * 1024
+SPLICE = fastpaths.enabled("adapter_splice")
+"""Whether a large ``Content-Length`` body may go to the browser inside the kernel (:meth:`ResponseRelay._splice`)."""
 
 
 class BadResponse(Exception):
     """The sidecar sent something that is not an HTTP/1.1 response."""
-
-
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_QUOTED = rb'"(?:[^"\\\r\n]|\\[^\r\n])*"'
-# RFC 9112 §7.1: chunk-size is 1*HEXDIG (no sign, "0x", "_" or spaces, all of
-# which int(x, 16) takes), then chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ).
-# On a pooled connection a size read two ways is a desync: refuse it instead.
-CHUNK_LINE = re.compile(
-    rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*%b(?:[ \t]*=[ \t]*(?:%b|%b))?)*\r\n" % (_TOKEN, _TOKEN, _QUOTED)
-)
-
-
-def chunk_size(line: bytes) -> int:
-    """The size on a chunk's first line (CRLF included); :class:`BadResponse` unless it is RFC 9112's grammar."""
-    match = CHUNK_LINE.fullmatch(line)
-    if match is None:
-        raise BadResponse("Bad chunk size.")
-    return int(match[1], 16)
 
 
 class ResponseRelay:
@@ -72,7 +58,7 @@ class ResponseRelay:
     whole body arrived), ``keep_alive`` (the sidecar stream may carry another
     exchange), ``client_gone`` (the browser stopped reading; the rest was not
     relayed), ``bad`` (for the caller to set when the sidecar sent something
-    that is not HTTP: not worth a retry).
+    that is not HTTP: not worth a retry), ``spliced`` (the body went kernel-side).
     """
 
     def __init__(self, handler: RequestHandler, stream: IOStream, method: str) -> None:
@@ -85,78 +71,76 @@ class ResponseRelay:
         self.client_gone = False
         self.bad = False  # set by the caller when run() raised BadResponse
         self.head_sent = False
+        self.spliced = False
         self._splicer: splice.Splice | None = None
+        self._reader = ResponseReader(head_only=method == "HEAD")
 
     async def run(self) -> None:
         """Relay the response.
 
         Raises ``StreamClosedError`` if the sidecar closed the stream, :class:`BadResponse` if it sent garbage.
         """
-        code, length, chunked = await self._head()
-        if self.method == "HEAD" or code in (204, 304):
-            await self._send_head()
-        elif chunked:
-            await self._chunked()
-            return
-        elif length is not None:
-            await self._body(length, splice=True)
-        else:  # delimited by the sidecar closing the connection
+        reader = self._reader
+        seen = 0
+        while not reader.head:
+            seen += await self._read()
+            if not reader.head and seen > MAX_HEAD:
+                raise BadResponse("The response head is too long.")
+        self._take_head()
+        # A body already here in full leaves in the same write as the head;
+        # otherwise the head goes first, and the body as it arrives.
+        await self._send_head(reader.take() if reader.pieces else b"")
+        may_splice = SPLICE and reader.length is not None
+        while not reader.complete and not self.client_gone:
+            if may_splice and reader.length is not None and reader.length - reader.body_read >= SPLICE_MIN:
+                if await self._splice(reader.length - reader.body_read):
+                    self.spliced = True
+                    break
+                may_splice = False
+            try:
+                await self._read()
+            except StreamClosedError:
+                if not reader.until_eof:
+                    raise
+                reader.eof()
+            if reader.pieces:
+                await self._send(reader.take())
+        if reader.until_eof:
             self.keep_alive = False
-            await self._until_close()
         self.complete = not self.client_gone
 
-    async def _head(self) -> tuple[int, int | None, bool]:
-        while True:
-            try:
-                data = await self.stream.read_until(b"\r\n\r\n", max_bytes=MAX_HEAD)
-            except StreamClosedError:
-                if isinstance(self.stream.error, UnsatisfiableReadError):
-                    raise BadResponse("The response head is too long.") from None
-                raise
-            first, _, rest = data.decode("latin-1").partition("\r\n")
-            try:
-                start = httputil.parse_response_start_line(first)
-            except httputil.HTTPInputError as exc:
-                raise BadResponse(str(exc)) from exc
-            if not 100 <= start.code < 200:
-                break  # informational answers (100 Continue) are not relayed
-        headers = httputil.HTTPHeaders()
+    async def _read(self) -> int:
+        """Feed the parser the next bytes from the sidecar; how many there were."""
+        data = await self.stream.read_bytes(CHUNK, partial=True)
+        try:
+            self._reader.feed(data)
+        except httpx.RemoteProtocolError as exc:
+            raise BadResponse(str(exc)) from exc
+        return len(data)
+
+    def _take_head(self) -> None:
+        """Give the sidecar's status and headers to the handler, less the hop-by-hop ones."""
+        reader = self._reader
         named: set[str] = set()
-        length: int | None = None
-        chunked = False
-        for line in rest.split("\r\n"):
-            if not line:
-                continue
-            name, colon, value = line.partition(":")
-            if not colon:
-                raise BadResponse(f"Malformed header line {line[:40]!r}.")
-            name, value, low = name.strip(), value.strip(), name.strip().lower()
-            if low == "content-length":
-                if not value.isdigit() or (length is not None and int(value) != length):
-                    raise BadResponse("Bad Content-Length.")
-                length = int(value)
-            elif low == "transfer-encoding":
-                chunked = value.lower().endswith("chunked")
-            elif low == "connection":
-                named.update(v.strip().lower() for v in value.split(","))
-            headers.add(name, value)
-        self.keep_alive = start.version == "HTTP/1.1" and "close" not in named
+        for raw_name, raw_value in reader.headers:
+            if raw_name.lower() == b"connection":
+                named.update(v.strip().lower() for v in raw_value.decode("latin-1").split(","))
+        self.keep_alive = reader.keep_alive
         out = httputil.HTTPHeaders()
-        for name, value in headers.get_all():
+        for raw_name, raw_value in reader.headers:
+            name = raw_name.decode("latin-1")
             low = name.lower()
-            if low not in HOP_BY_HOP_STR and low not in named:
-                out.add(name, value)
-        if chunked:
-            length = None  # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length
-            if "Content-Length" in out:
-                del out["Content-Length"]
+            if low in HOP_BY_HOP_STR or low in named:
+                continue
+            if reader.chunked and low == "content-length":
+                continue  # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length
+            out.add(name, raw_value.decode("latin-1").strip())
         h = self.handler
         # Only the sidecar's headers (tornado's and Jupyter's defaults go);
         # a login cookie Jupyter set after a ?token= visit is added by flush().
         h._headers = out
-        JupyterHandler.set_status(h, start.code, start.reason or None)
+        JupyterHandler.set_status(h, reader.status, reader.reason.decode("latin-1") or None)
         self.started = True
-        return start.code, length, chunked
 
     async def _send_head(self, data: bytes = b"") -> None:
         """Write the head (and ``data`` with it) to the browser."""
@@ -178,36 +162,6 @@ class ResponseRelay:
         except StreamClosedError:
             self.client_gone = True
 
-    async def _body(self, length: int, *, splice: bool = False) -> None:
-        """Relay exactly ``length`` bytes; ``StreamClosedError`` if the sidecar stops first.
-
-        ``splice``: the body is the whole rest of a ``Content-Length`` response,
-        so its bytes may go to the browser kernel-side (:mod:`loopback_asgi._transports.splice`).
-        """
-        if length <= SMALL:
-            pending = self.stream.read_bytes(length)
-            if not self.head_sent and not _done(pending):
-                await self._send_head()  # the body is not here yet: the head goes first
-            data = await pending
-            if not self.client_gone:
-                await self._send(data)
-            return
-        if not self.head_sent:
-            await self._send_head()
-        view: memoryview | None = None
-        left = length
-        while left and not self.client_gone:
-            # Bytes tornado already read from the sidecar (with the head) go the usual way first.
-            if splice and left >= SPLICE_MIN and getattr(self.stream, "_read_buffer_size", 1) == 0:
-                if await self._splice(left):
-                    return
-                splice = False
-            if view is None:
-                view = memoryview(bytearray(CHUNK))
-            n = await self.stream.read_into(view[: min(left, CHUNK)], partial=True)  # type: ignore[arg-type]
-            left -= n
-            await self._send(view[:n])
-
     async def _splice(self, left: int) -> bool:
         """Relay the last ``left`` body bytes inside the kernel; False (nothing done) if tornado's state rules it out.
 
@@ -228,6 +182,7 @@ class ResponseRelay:
             or getattr(conn, "_expected_content_remaining", None) != left
             or sidecar.closed()
             or sidecar.reading()
+            or getattr(sidecar, "_read_buffer_size", 1) != 0  # bytes tornado already read go the usual way
             or not hasattr(sidecar, "_state")
         ):
             return False
@@ -258,36 +213,3 @@ class ResponseRelay:
         """The browser left: stop a kernel-side relay at once (a copying one stops at its next step)."""
         if self._splicer is not None:
             self._splicer.abort()
-
-    async def _chunked(self) -> None:
-        while True:
-            size = chunk_size(await self.stream.read_until(b"\r\n", max_bytes=4096))
-            if size == 0:
-                while (await self.stream.read_until(b"\r\n", max_bytes=MAX_HEAD)) != b"\r\n":
-                    pass  # trailers are not relayed
-                if not self.head_sent:
-                    await self._send_head()
-                self.complete = not self.client_gone
-                return
-            await self._body(size)
-            if self.client_gone:
-                return
-            if await self.stream.read_bytes(2) != b"\r\n":
-                raise BadResponse("Bad chunk end.")
-
-    async def _until_close(self) -> None:
-        if not self.head_sent:
-            await self._send_head()
-        buffer = bytearray(CHUNK)
-        view = memoryview(buffer)
-        while not self.client_gone:
-            try:
-                n = await self.stream.read_into(view, partial=True)  # type: ignore[arg-type]
-            except StreamClosedError:
-                return
-            await self._send(view[:n])
-
-
-def _done(awaitable: object) -> bool:
-    done = getattr(awaitable, "done", None)
-    return bool(done()) if done is not None else False
