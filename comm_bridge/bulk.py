@@ -1,14 +1,14 @@
 """A large fixed-length response body, read from the socket straight into the messages that carry it.
 
-aiohttp sends the request and parses the head. For a body of at least
-``BULK`` bytes with a ``Content-Length`` and no coding to undo, the
-connection's transport is then handed to a :class:`Body`, an
-``asyncio.BufferedProtocol`` that reads into ``CHUNK``-sized buffers which
-go to the page as they are, one buffer per message. This spares the copies
-aiohttp's parser and stream reader make of every read, and the page gets one
-1 MiB buffer per message instead of several pieces (docs/comm-bridge.md
-has the kernel's CPU per download before and after). The connection is
-closed afterwards rather than pooled.
+The sidecar's HTTP client (``loopback_asgi._transports``) sends the request
+and parses the head. For a body of at least ``BULK`` bytes with a
+``Content-Length`` and no coding to undo, the connection then hands its
+socket over (``hand_over``, the same step the sidecar's kernel-side copy
+takes) and a :class:`Body` reads the rest into ``CHUNK``-sized buffers which
+go to the page as they are, one buffer per message. This spares a copy of
+every read and the page gets one 1 MiB buffer per message instead of
+several pieces (docs/comm-bridge.md has the kernel's CPU per download). The
+connection is closed afterwards rather than pooled.
 
 Full buffers are sent ``BATCH`` at a time (or after ``LINGER``), since each
 message sent alone wakes ipykernel's IOPub thread and costs the kernel more
@@ -20,17 +20,16 @@ stream holds at most ``BATCH + 1`` buffers here besides what is in flight.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, cast
-
-import aiohttp
+from typing import Any
 
 from .flow import LINGER, Session
 from .protocol import CHUNK, WINDOW, WINDOW_MESSAGES
 
-__all__ = ["BULK", "Body", "Pool", "eligible", "relay"]
+__all__ = ["BULK", "Body", "BodyCut", "Pool", "eligible", "relay"]
 
 BULK = 2 * CHUNK
 """Bodies at least this long take the direct path; shorter ones keep their pooled connection."""
@@ -99,56 +98,90 @@ class Pool:
         return buffer
 
 
-def eligible(response: aiohttp.ClientResponse, method: str, has_body: bool) -> bool:
-    """Whether ``response``'s body can be relayed by :func:`relay`: long, fixed-length, uncoded, still arriving.
+class BodyCut(Exception):
+    """The connection ended before the body did, or the server sent more than its ``Content-Length``."""
 
-    A request with a body is left to aiohttp, which may still be writing it
-    and waits for the transport's write flow control through its protocol.
+
+def eligible(method: str, status: int, length: int) -> bool:
+    """Whether a response's body can be relayed by :func:`relay`: long and fixed-length (``length`` -1 if not)."""
+    return method != "HEAD" and length >= BULK and status >= 200 and status not in (204, 304)
+
+
+async def relay(handed: tuple[object, bytes, int], session: Session, send: Send, pool: Pool) -> None:
+    """Relay the rest of a body as ``data`` messages, the last with ``end``.
+
+    ``handed`` is what the connection's ``hand_over`` returned: its socket,
+    the body bytes it had read, and how many are still to come. Raises
+    :class:`BodyCut` after relaying what arrived if the connection ends
+    before the body does. The socket is no longer watched on return, error
+    or cancellation; closing it is the connection's job.
     """
-    length = response.content_length
-    connection = response.connection
-    return (
-        not has_body
-        and method != "HEAD"
-        and length is not None
-        and length >= BULK
-        and response.status >= 200
-        and response.status not in (204, 304)
-        and "content-encoding" not in response.headers
-        and "transfer-encoding" not in response.headers
-        and connection is not None
-        and connection.transport is not None
-        and not response.content.is_eof()
-        and response.content.exception() is None
-    )
-
-
-async def relay(response: aiohttp.ClientResponse, session: Session, send: Send, pool: Pool) -> None:
-    """Relay the rest of an :func:`eligible` response's body as ``data`` messages, the last with ``end``.
-
-    Raises :class:`aiohttp.ClientPayloadError` after relaying what arrived if
-    the connection ends before the body does. The response's connection is
-    closed on return, error or cancellation.
-    """
-    connection = response.connection
-    assert connection is not None and connection.transport is not None and response.content_length is not None
-    transport = connection.transport
+    sock, early, remaining = handed
+    fileno = getattr(sock, "fileno", None)
+    assert fileno is not None  # a socket, or asyncio's wrapper of one
     pool.use()
-    body = Body(session, send, response.content_length, pool)
+    reader = _Reader(fileno())
+    body = Body(session, send, len(early) + remaining, pool)
+    reader.body = body
     try:
-        transport.pause_reading()
-        early = response.content.read_nowait()  # what aiohttp read already goes first
-        transport.set_protocol(body)  # reading restarts with the buffered callbacks
-        body.connection_made(transport)
+        body.connection_made(reader)
         body.start(early)
         await body.done
     finally:
         body.finish(None)
-        response.close()
+        reader.stop()
         pool.done()
 
 
-class Body(asyncio.BufferedProtocol):
+class _Reader:
+    """Feeds a socket's reads to a :class:`Body` as a transport would, with pausing (loop thread)."""
+
+    def __init__(self, fd: int) -> None:
+        # A duplicate: the loop refuses to watch a descriptor its paused transport still owns.
+        self.fd = os.dup(fd)
+        self.loop = asyncio.get_running_loop()
+        self.body: Body | None = None
+        self.reading = False
+        self.stopped = False
+
+    def _readable(self) -> None:
+        body = self.body
+        assert body is not None
+        try:
+            n = os.readv(self.fd, [body.get_buffer(-1)])
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            n = 0
+        if n:
+            body.buffer_updated(n)
+        else:
+            self.pause_reading()
+            self.stopped = True
+            body.connection_lost(None)
+
+    def is_closing(self) -> bool:
+        return self.stopped
+
+    def pause_reading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.fd)
+
+    def resume_reading(self) -> None:
+        if not self.reading and not self.stopped:
+            self.reading = True
+            self.loop.add_reader(self.fd, self._readable)
+
+    def stop(self) -> None:
+        self.pause_reading()
+        self.stopped = True
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Body:
     """Reads ``length`` bytes into ``CHUNK`` buffers and sends them as the page's credit allows (loop thread)."""
 
     def __init__(self, session: Session, send: Send, length: int, pool: Pool) -> None:
@@ -157,7 +190,7 @@ class Body(asyncio.BufferedProtocol):
         self.send = send
         self.remaining = length
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.Transport | None = None
+        self.transport: _Reader | None = None
         self._view = memoryview(pool.take())
         self._filled = 0
         self._cut = 0  # what of the buffer is already queued or sent: never written again
@@ -167,11 +200,11 @@ class Body(asyncio.BufferedProtocol):
         self._finished = False
         self._excess = memoryview(bytearray(4096))
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+    def connection_made(self, transport: _Reader) -> None:
+        self.transport = transport
 
     def start(self, early: bytes) -> None:
-        """Take what aiohttp had read already, then read on."""
+        """Take what the connection had read already, then read on."""
         view = memoryview(early)
         while view:
             take = min(CHUNK - self._filled, len(view))
@@ -266,7 +299,7 @@ class Body(asyncio.BufferedProtocol):
             self.send({"op": "data", "id": self.session.id, "end": True}, ())
             return self.finish(None)
         if self._lost:
-            return self.finish(aiohttp.ClientPayloadError("The connection closed before the body's end."))
+            return self.finish(BodyCut("The connection closed before the body's end."))
         self._resume()
 
     def _resume(self) -> None:
@@ -278,7 +311,7 @@ class Body(asyncio.BufferedProtocol):
             self.transport.pause_reading()
 
     def _fail(self, message: str) -> None:
-        self.finish(aiohttp.ClientPayloadError(message))
+        self.finish(BodyCut(message))
 
     def finish(self, exc: Exception | None) -> None:
         """Stop relaying; ``done`` resolves, or raises ``exc``. Idempotent."""

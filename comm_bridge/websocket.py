@@ -31,7 +31,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
@@ -41,12 +40,10 @@ from websockets.uri import parse_uri
 
 from loopback_asgi.sidecar.target import TargetError
 
+from .channel import Channel
 from .flow import Session
 from .protocol import CHUNK, CREDIT_BYTES, FRAME_COST
 from .runtime import GRACE
-
-if TYPE_CHECKING:
-    from .fetch import Streams
 
 __all__ = ["Upstream", "serve_websocket"]
 
@@ -77,7 +74,7 @@ class Upstream:
     write side; the socket is read only on the loop.
     """
 
-    def __init__(self, streams: Streams, session: Session) -> None:
+    def __init__(self, streams: Channel, session: Session) -> None:
         self.streams = streams
         self.session = session
         self.loop = streams.runtime.loop
@@ -361,7 +358,7 @@ async def _connect(up: Upstream, host: str, port: int, uri: str, protocols: list
 
 
 async def serve_websocket(
-    streams: Streams, session: Session, up: Upstream, port: int, path: str, protocols: list[str]
+    streams: Channel, session: Session, up: Upstream, port: int, path: str, protocols: list[str]
 ) -> None:
     """Connect upstream, then relay both ways until either side closes; cancelling sends a close and shuts."""
     id = session.id

@@ -4,7 +4,7 @@
 (``static/bridge.js``) installs ``window.__jupyter_loopback__`` in the page.
 Requests from the page are answered by the handlers registered with
 :func:`on_request`; generic fetch and WebSocket traffic goes to
-:mod:`comm_bridge.fetch`.
+:mod:`comm_bridge.streams`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any, TypeVar
 import anywidget
 import traitlets
 
-from .fetch import Streams
 from .order import Reorder
 from .protocol import CHUNK, FRAME_COST
 from .runtime import GRACE, Runtime
 from .sessions import Session, current_session
+from .streams import Streams
 
 __all__ = [
     "CommBridge",

@@ -74,3 +74,53 @@ def enabled(name: str) -> bool:
         return False
     version = version_of(path.library)
     return version is not None and path.lowest <= version < path.below
+
+
+_declare(
+    FastPath(
+        name="sidecar_ws_pipe",
+        library="uvicorn",
+        touches=(
+            "uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol.conn",
+            "uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol.queue",
+            "uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol.data_received",
+            "uvicorn.protocols.websockets.websockets_sansio_impl.WebSocketsSansIOProtocol.stop_keepalive",
+        ),
+        lowest=(0, 52),
+        below=(0, 56),
+        gain="WS 10 MB round trip through Jupyter (docs/benchmarks.md): the sidecar passes frames unparsed.",
+    )
+)
+
+_declare(
+    FastPath(
+        name="adapter_ws_pipe",
+        library="tornado",
+        touches=(
+            "tornado.websocket.WebSocketProtocol13.__class__",
+            "tornado.websocket.WebSocketProtocol13._receive_frame_loop",
+            "tornado.websocket.WebSocketProtocol13._compressor",
+            "tornado.websocket.WebSocketProtocol13._decompressor",
+            "tornado.websocket.WebSocketProtocol13._write_frame",
+        ),
+        lowest=(6, 4),
+        below=(6, 7),
+        gain="WS echo p50 and WS 10 MB round trip through Jupyter (docs/benchmarks.md): frames pass unparsed.",
+    )
+)
+
+_declare(
+    FastPath(
+        name="adapter_splice",
+        library="tornado",
+        touches=(
+            "tornado.http1connection.HTTP1Connection._expected_content_remaining",
+            "tornado.http1connection.HTTP1Connection._chunking_output",
+            "tornado.iostream.BaseIOStream._read_buffer_size",
+            "tornado.iostream.BaseIOStream._state",
+        ),
+        lowest=(6, 4),
+        below=(6, 7),
+        gain="1 GB download through Jupyter (docs/benchmarks.md): the body goes sidecar to browser inside the kernel.",
+    )
+)

@@ -581,7 +581,7 @@ async def test_header_timeout_answers_504(bridge_kernel: Kernel, bridge: Bridge,
 
 
 async def test_port_policy_follows_the_administrator(monkeypatch: pytest.MonkeyPatch) -> None:
-    from comm_bridge.fetch import loopback_namespace
+    from comm_bridge.channel import loopback_namespace
 
     assert str(loopback_namespace().ports) == "1024-65535"  # type: ignore[union-attr]
     assert str(loopback_namespace("8000-9000").ports) == "8000-9000"  # type: ignore[union-attr]

@@ -34,10 +34,9 @@ Guarantees, as the message relay's:
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Callable
 
-from loopback_asgi._transports.websocket import Upstream, client_frame, server_frame
+from loopback_asgi._transports.websocket import Upstream, client_frame, close_payload, server_frame
 
 __all__ = ["MAX_HANDSHAKE", "FrameCursor", "Pipe", "PipeEnd"]
 
@@ -100,10 +99,6 @@ class FrameCursor:
         return None
 
 
-def _close_payload(code: int) -> bytes:
-    return struct.pack("!H", code)
-
-
 class Pipe:
     """Joins the client's connection and the upstream's, byte for byte, until either ends."""
 
@@ -155,8 +150,8 @@ class Pipe:
 
     def end(self, code: int, *, client_ok: bool = True, upstream_ok: bool = True) -> None:
         """Close both legs, with close frames of ``code`` where no close frame passed and a frame boundary allows."""
-        self._close(self.client, self.down, server_frame(0x8, _close_payload(code)), client_ok)
-        self._close(self.server, self.up, client_frame(0x8, _close_payload(code)), upstream_ok)
+        self._close(self.client, self.down, server_frame(0x8, close_payload(code, "")), client_ok)
+        self._close(self.server, self.up, client_frame(0x8, close_payload(code, "")), upstream_ok)
         self._finish()
 
     @staticmethod
@@ -168,11 +163,11 @@ class Pipe:
         to.close()  # after what is buffered
 
     def client_lost(self) -> None:
-        self._close(self.server, self.up, client_frame(0x8, _close_payload(1000)), True)
+        self._close(self.server, self.up, client_frame(0x8, close_payload(1000, "")), True)
         self._finish()
 
     def upstream_lost(self) -> None:
-        self._close(self.client, self.down, server_frame(0x8, _close_payload(1011)), True)
+        self._close(self.client, self.down, server_frame(0x8, close_payload(1011, "")), True)
         self._finish()
 
     def _finish(self) -> None:

@@ -24,7 +24,7 @@ import asyncio
 import os
 import struct
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import cast
 
 from websockets.client import ClientProtocol
@@ -42,7 +42,18 @@ try:  # websockets' C masking, as websockets itself picks it
 except ImportError:  # pragma: no cover - a build without the C extension
     from websockets.utils import apply_mask
 
-__all__ = ["Closed", "Upstream", "client_frame", "client_frame_head", "close_payload", "open_upstream", "server_frame"]
+__all__ = [
+    "RESERVED_CLOSE",
+    "Closed",
+    "Upstream",
+    "client_frame",
+    "client_frame_head",
+    "close_code",
+    "close_payload",
+    "cut_reason",
+    "open_upstream",
+    "server_frame",
+]
 
 # Whole, unfragmented data frames up to this size are split off the input
 # here and become messages at once; websockets' parser takes everything else
@@ -81,10 +92,22 @@ def close_payload(code: int, reason: str) -> bytes:
     reason valid UTF-8: a cut inside a character would make the peer fail the
     connection instead of reading the close.
     """
+    return struct.pack("!H", code) + cut_reason(reason).encode()
+
+
+# Close codes a peer must never send (RFC 6455 §7.4.1); "no status" is relayed as none.
+RESERVED_CLOSE: dict[int, int | None] = {1005: None, 1006: 1011, 1015: 1011}
+
+
+def close_code(code: int | None) -> int | None:
+    """The code to relay for a close received with ``code``: None (no status) for none or 1005, 1011 for 1006/1015."""
+    return RESERVED_CLOSE.get(code, code) if code is not None else None
+
+
+def cut_reason(reason: str) -> str:
+    """``reason`` cut to 123 UTF-8 bytes at a character boundary (see :func:`close_payload`)."""
     encoded = reason.encode()
-    if len(encoded) > 123:
-        encoded = encoded[:123].decode("utf-8", "ignore").encode()
-    return struct.pack("!H", code) + encoded
+    return encoded[:123].decode("utf-8", "ignore") if len(encoded) > 123 else reason
 
 
 def server_frame(opcode: int, payload: bytes) -> bytes:
@@ -158,6 +181,15 @@ class Upstream(WriteFlow, asyncio.Protocol):
 
     async def send(self, message: str | bytes) -> None:
         """Send one message; waits while the socket's buffer is full. Raises :class:`Closed` after the end."""
+        waiting = self.send_nowait(message)
+        if waiting is not None:
+            await waiting
+
+    def send_nowait(self, message: str | bytes) -> Awaitable[None] | None:
+        """Send one message; an awaitable only while the socket's buffer is full (no coroutine per message).
+
+        Raises :class:`Closed` after the end.
+        """
         if self.lost.done() or self.protocol.state is not State.OPEN:
             raise Closed
         self._flush()  # anything the protocol queued (a pong) goes first
@@ -166,10 +198,13 @@ class Upstream(WriteFlow, asyncio.Protocol):
                 self.transport.write(client_frame(0x1, message.encode()))
             else:
                 self.transport.write(client_frame(0x2, message))
-        await self.wait_writable()
+        return None if self._writable else self.wait_writable()
 
-    async def close(self, code: int = 1000, reason: str = "", *, timeout: float = 2) -> None:
+    async def close(self, code: int | None = 1000, reason: str = "", *, timeout: float = 2) -> None:
         """Start (or finish) the closing handshake, wait up to ``timeout`` s for the upstream, then drop it.
+
+        ``code`` None sends a close frame with no status; a long ``reason``
+        is cut at a character boundary (:func:`cut_reason`).
 
         Messages not yet received are dropped, and reading resumes if it was
         paused: the upstream's answer is read even behind a full queue.
@@ -182,7 +217,7 @@ class Upstream(WriteFlow, asyncio.Protocol):
         self._split()  # what was read goes to the parser, which finds the close frame
         self._process()
         if self.protocol.state is State.OPEN:
-            self.protocol.send_close(code, reason)
+            self.protocol.send_close(code, cut_reason(reason) if code is not None else "")
             self._flush()
         if not self.lost.done():
             try:
@@ -439,8 +474,16 @@ async def open_upstream(
     max_queue: int = 4,
     ping_interval: float | None = 20,
     timeout: float,
+    unix_path: str | None = None,
 ) -> Upstream:
-    """Connect and complete the handshake within ``timeout`` s, sending ``headers`` along."""
+    """Connect and complete the handshake within ``timeout`` s, sending ``headers`` along.
+
+    With ``unix_path``, the connection goes to that unix socket; ``uri``
+    then only gives the path and the ``Host`` header. A header or a path
+    holding a line break raises ``ValueError``.
+    """
+    if any(ch in text for pair in headers for text in pair for ch in "\r\n") or "\r" in uri or "\n" in uri:
+        raise ValueError("A header or the path holds a line break.")
     wsuri = parse_uri(uri)
     protocol = ClientProtocol(
         wsuri, subprotocols=[Subprotocol(s) for s in subprotocols] if subprotocols else None, max_size=max_size
@@ -455,7 +498,10 @@ async def open_upstream(
 
     async def handshake() -> Upstream:
         loop = asyncio.get_running_loop()
-        _, upstream = await loop.create_connection(factory, wsuri.host, wsuri.port)
+        if unix_path is not None:
+            _, upstream = await loop.create_unix_connection(factory, unix_path)
+        else:
+            _, upstream = await loop.create_connection(factory, wsuri.host, wsuri.port)
         try:
             upstream._flush()
             await upstream.handshake
@@ -467,4 +513,5 @@ async def open_upstream(
     try:
         return await asyncio.wait_for(handshake(), timeout)
     except asyncio.TimeoutError:
-        raise TimeoutError(f"No WebSocket handshake with {wsuri.host}:{wsuri.port} within {timeout} s.") from None
+        where = unix_path if unix_path is not None else f"{wsuri.host}:{wsuri.port}"
+        raise TimeoutError(f"No WebSocket handshake with {where} within {timeout} s.") from None

@@ -4,7 +4,7 @@
   ``setup_proxy_handler``;
 - :mod:`.handler`: the tornado handler that streams HTTP to the sidecar;
 - :mod:`.response`: the sidecar's answer relayed to the browser;
-- :mod:`.websocket`, :mod:`.ws_client`, :mod:`.ws_pipe`: the WebSocket legs;
+- :mod:`.websocket`, :mod:`.ws_pipe`: the WebSocket legs;
 - :mod:`.process`: the sidecar process, launched and supervised;
 - :mod:`.nodelay`: ``TCP_NODELAY`` on the server's kernel websockets.
 """

@@ -21,29 +21,28 @@ from typing import Any
 from tornado import web
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
+from loopback_asgi import fastpaths
+from loopback_asgi._transports.websocket import Closed, Upstream, close_code, open_upstream
 from loopback_asgi.jupyter.process import Sidecar, SidecarUnavailable
-from loopback_asgi.jupyter.ws_client import Refused, SidecarWebSocket, connect
 from loopback_asgi.jupyter.ws_pipe import BrowserPipe
 
-__all__ = ["MAX_MESSAGE", "WebSocketRelayMixin"]
+__all__ = ["MAX_MESSAGE", "PIPE_ENABLED", "WebSocketRelayMixin"]
+
+PIPE_ENABLED = fastpaths.enabled("adapter_ws_pipe")
+"""Whether the browser leg may become a byte pipe (tornado's private state; see :mod:`loopback_asgi.fastpaths`)."""
 
 MAX_MESSAGE = 2**30
-# Close codes a peer must never send (RFC 6455 §7.4.1): relay "no status" as none.
-RESERVED_CLOSE: dict[int, int | None] = {1005: None, 1006: 1011, 1015: 1011}
-
-
-def _close_code(code: int | None) -> int | None:
-    return RESERVED_CLOSE.get(code, code) if code is not None else None
 
 
 class WebSocketRelayMixin(WebSocketHandler):
     """WebSocket relay to the sidecar; the HTTP side (:class:`~.handler.RelayMixin`) supplies the hooks."""
 
     sidecar: Sidecar
-    _ws: SidecarWebSocket | None = None
-    _opened: asyncio.Future[None] | None = None
-    _upstream_closed: tuple[int | None, str | None] | None = None
+    _ws: Upstream | None = None
+    _pump: asyncio.Future[None] | None = None
+    _closing: asyncio.Future[None] | None = None
     _activity_at = -1e9
 
     def _cross_site(self) -> bool:
@@ -67,32 +66,34 @@ class WebSocketRelayMixin(WebSocketHandler):
             raise web.HTTPError(403, "Cross-site WebSocket refused.")
         offered = [p.strip() for p in self.request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
         path, headers = self._upstream_path(), self._upstream_headers(websocket=True)
-        self._opened = asyncio.get_running_loop().create_future()
         for attempt in range(3):
             try:
                 await self.sidecar.ensure()
-                self._ws = await connect(
-                    self.sidecar.socket_path,
-                    path,
+                self._ws = await open_upstream(
+                    "ws://jupyter-loopback" + path,
                     headers,
-                    offered,
-                    self._from_sidecar,
+                    subprotocols=offered,
+                    max_size=MAX_MESSAGE,
+                    max_queue=1,  # one message in hand: the sidecar waits for the browser (backpressure)
+                    ping_interval=None,  # a unix socket to a child process: nothing to keep alive
                     timeout=self.sidecar.restart_wait,
-                    max_message=MAX_MESSAGE,
+                    unix_path=self.sidecar.socket_path,
                 )
                 return
-            except Refused as exc:  # the sidecar refused the handshake: pass its answer on
-                return self._fail(exc.code, exc.body)
-            except ValueError as exc:
+            except InvalidStatus as exc:  # the sidecar refused the handshake: pass its answer on
+                response = exc.response
+                text = response.body.decode("utf-8", "replace").strip() if response.body else ""
+                return self._fail(response.status_code, text or response.reason_phrase or "WebSocket refused.")
+            except (ValueError, InvalidURI) as exc:
                 return self._fail(400, str(exc))
-            except (OSError, asyncio.TimeoutError, SidecarUnavailable) as exc:
+            except (OSError, asyncio.TimeoutError, SidecarUnavailable, InvalidHandshake) as exc:
                 error: Exception = exc
             if attempt == 2:
                 return self._fail(502, f"The loopback sidecar is not reachable: {error}.")
 
     def get_websocket_protocol(self) -> WebSocketProtocol | None:
         protocol = super().get_websocket_protocol()
-        if type(protocol) is WebSocketProtocol13:
+        if PIPE_ENABLED and type(protocol) is WebSocketProtocol13:
             protocol.__class__ = _PipeOr13  # same state; only the frame loop may differ
         return protocol
 
@@ -109,49 +110,47 @@ class WebSocketRelayMixin(WebSocketHandler):
         detached = self._ws.detach()
         if detached is None:
             return None
+        if self._pump is not None:
+            self._pump.cancel()  # the pipe moves the sidecar's bytes from now on
         transport, rest = detached
         return BrowserPipe(protocol.stream, transport, rest, max_size=MAX_MESSAGE, activity=self._activity)
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
-        chosen = self._ws.selected_subprotocol if self._ws is not None else None
+        chosen = self._ws.subprotocol if self._ws is not None else None
         return chosen if chosen in subprotocols else None
 
     def open(self, *args: Any) -> None:
         self.set_nodelay(True)
-        if self._opened is not None and not self._opened.done():
-            self._opened.set_result(None)
-        if self._upstream_closed is not None:
-            self.close(*self._upstream_closed)
+        if self._ws is not None:
+            # Messages the sidecar sent before now waited in its queue.
+            self._pump = asyncio.ensure_future(self._from_sidecar(self._ws))
 
-    def _from_sidecar(self, ws: SidecarWebSocket, data: bytes | None, binary: bool) -> Awaitable[None] | None:
-        """Called for each sidecar message (``None``: closed); what it returns is awaited first."""
-        if data is None:
-            code = _close_code(ws.close_code)
-            self._upstream_closed = (code, ws.close_reason if code else None)
-            if self.ws_connection is not None and not self.ws_connection.is_closing():
-                self.close(*self._upstream_closed)
-            return None
-        if self._opened is None or not self._opened.done():
-            # A message before the browser's handshake is answered: hold the
-            # sidecar (and this message) until it is.
-            return self._deliver_after_open(data, binary)
-        self._activity()
-        return _send(self.ws_connection, data, binary)
-
-    async def _deliver_after_open(self, data: bytes, binary: bool) -> None:
-        assert self._opened is not None
-        await self._opened
-        delivered = _send(self.ws_connection, data, binary)
-        if delivered is not None:
-            await delivered
+    async def _from_sidecar(self, ws: Upstream) -> None:
+        """Each sidecar message to the browser, the next read only once the last is sent; then its close."""
+        try:
+            while True:
+                message = await ws.recv()
+                self._activity()
+                binary = isinstance(message, bytes)
+                sent = _send(self.ws_connection, message if isinstance(message, bytes) else message.encode(), binary)
+                if sent is not None:
+                    await sent
+        except Closed:
+            pass
+        # The sidecar's close frame, else the one our side sent on a protocol error (1002, 1007, 1009).
+        frame = ws.close_rcvd or ws.protocol.close_sent
+        code = close_code(frame.code) if frame is not None else None
+        if self.ws_connection is not None and not self.ws_connection.is_closing():
+            self.close(code, frame.reason if code is not None and frame is not None else None)
 
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:
         self._activity()
         if self._ws is None:
             return None
-        if isinstance(message, bytes):
-            return self._ws.send(message, True)
-        return self._ws.send(message.encode("utf-8"), False)
+        try:
+            return self._ws.send_nowait(message)  # awaited by tornado before the next read: backpressure
+        except Closed:
+            return None  # the sidecar's close reaches the browser through _from_sidecar
 
     def _activity(self) -> None:
         # Jupyter's idle culling works in minutes: one record a second is plenty.
@@ -161,11 +160,10 @@ class WebSocketRelayMixin(WebSocketHandler):
             self._record_activity()  # type: ignore[attr-defined]
 
     def on_close(self) -> None:
-        if self._opened is not None and not self._opened.done():
-            self._opened.cancel()
-        if self._ws is not None:
-            code = _close_code(getattr(self, "close_code", None))
-            self._ws.close(code, getattr(self, "close_reason", None) if code else None)
+        if self._ws is not None and self._closing is None:
+            code = close_code(getattr(self, "close_code", None))
+            reason = (getattr(self, "close_reason", None) or "") if code is not None else ""
+            self._closing = asyncio.ensure_future(self._ws.close(code, reason))
 
 
 def _send(conn: WebSocketProtocol | None, payload: bytes, binary: bool) -> Awaitable[None] | None:
@@ -174,7 +172,7 @@ def _send(conn: WebSocketProtocol | None, payload: bytes, binary: bool) -> Await
     has it or if ``conn`` is closed (the close path handles that)."""
     if conn is None or conn.is_closing():
         return None
-    write_frame = getattr(conn, "_write_frame", None)
+    write_frame = getattr(conn, "_write_frame", None) if PIPE_ENABLED else None
     if write_frame is None or getattr(conn, "_compressor", None) is not None:
         try:
             message = payload if binary else payload.decode("utf-8")

@@ -1,7 +1,7 @@
 """The adapter's WebSocket leg as a byte pipe: browser stream ↔ sidecar socket, frames unparsed.
 
 Once the browser's handshake is answered and the sidecar's leg is at a frame
-boundary (:meth:`.SidecarWebSocket.detach`), the two legs speak the same
+boundary (:meth:`.Upstream.detach`), the two legs speak the same
 framing: the browser's frames are masked client frames, valid for the
 sidecar as sent, and the sidecar's are unmasked server frames, valid for the
 browser as sent (no extension is negotiated on either leg). The sidecar
@@ -25,13 +25,12 @@ Guarantees, as the message relay's:
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import Callable
 
 from tornado.iostream import IOStream, StreamClosedError
 
 from loopback_asgi._transports.pipe import FrameCursor, PipeEnd
-from loopback_asgi._transports.websocket import client_frame, server_frame
+from loopback_asgi._transports.websocket import client_frame, close_payload, server_frame
 
 __all__ = ["BrowserPipe"]
 
@@ -123,7 +122,7 @@ class BrowserPipe:
     def sidecar_lost(self) -> None:
         if not self.stream.closed():
             if self.down.at_boundary and not self.down.close_seen:
-                self._write(server_frame(0x8, struct.pack("!H", 1011)))
+                self._write(server_frame(0x8, close_payload(1011, "")))
             self._close_stream_after_writes()
         self.sidecar_drained()
 
@@ -148,7 +147,7 @@ class BrowserPipe:
             last.add_done_callback(lambda _: self.stream.close())
 
     def _too_big(self, *, browser_ok: bool = True, upstream_ok: bool = True) -> None:
-        code = struct.pack("!H", 1009)
+        code = close_payload(1009, "")
         if not self.stream.closed():
             if browser_ok and self.down.at_boundary and not self.down.close_seen:
                 self._write(server_frame(0x8, code))

@@ -12,10 +12,14 @@ from typing import Any, cast
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
+from loopback_asgi import fastpaths
 from loopback_asgi._transports.pipe import MAX_HANDSHAKE, Pipe
 from loopback_asgi.sidecar.extensions import PIPE
 
-__all__ = ["PipeProtocol"]
+__all__ = ["PIPE_ENABLED", "PipeProtocol"]
+
+PIPE_ENABLED = fastpaths.enabled("sidecar_ws_pipe")
+"""Whether ``loopback.pipe`` is offered (reads uvicorn's private state; see :mod:`loopback_asgi.fastpaths`)."""
 
 
 class PipeProtocol(WebSocketsSansIOProtocol):
@@ -31,7 +35,7 @@ class PipeProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # none for a handshake uvicorn refused
-        if isinstance(scope, dict):
+        if PIPE_ENABLED and isinstance(scope, dict):
             scope.setdefault("extensions", {})[PIPE] = {}
 
     def data_received(self, data: bytes) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Collection
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from loopback_asgi._transports.pipe import Pipe
-from loopback_asgi._transports.websocket import Closed, Upstream, open_upstream
+from loopback_asgi._transports.websocket import Closed, Upstream, close_code, open_upstream
 from loopback_asgi.sidecar.errors import send_error
 from loopback_asgi.sidecar.extensions import PIPE
 from loopback_asgi.sidecar.headers import request_headers
@@ -32,13 +32,10 @@ __all__ = ["WebSocketRelay"]
 
 log = logging.getLogger("loopback_asgi")
 
-# Close codes that must not be sent on the wire (RFC 6455 §7.4.1).
-RESERVED = {1005: 1000, 1006: 1011, 1015: 1011}
-
 
 def _code(code: int | None) -> int:
-    code = code or 1000
-    return RESERVED.get(code, code)
+    # ASGI has no "no status": it is 1000 here.
+    return close_code(code) or 1000
 
 
 class WebSocketRelay:
