@@ -58,7 +58,9 @@ class Loopback(Configurable):
     )
     connect_timeout = Float(None, allow_none=True, config=True, help="Upstream connect timeout, seconds.")
     header_timeout = Float(None, allow_none=True, config=True, help="Upstream response-header timeout, seconds.")
-    max_connections = Int(None, allow_none=True, config=True, help="Concurrent upstream connections, all upstreams together.")
+    max_connections = Int(
+        None, allow_none=True, config=True, help="Concurrent upstream connections: one limit for all upstreams."
+    )
     startup_timeout = Float(10.0, config=True, help="How long a request waits for the sidecar to (re)start.")
     kernel_websocket_nodelay = Bool(
         True, config=True, help="Turn Nagle's algorithm off on the server's kernel websockets (widget round trips)."
