@@ -120,6 +120,7 @@ async def serve_fetch(
         if not decode and bulk.eligible(method, status, fixed_length(response)):
             handed = hand_over(response)
             if handed is not None:
+                channel.direct += 1
                 return await bulk.relay(handed, session, channel.send, channel.pool)
 
         async def flush(batch: list[bytes], last: bool) -> None:

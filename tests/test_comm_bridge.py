@@ -510,7 +510,7 @@ async def test_a_stalled_websocket_reader_stops_the_kernel_after_a_window(bridge
         bridge.send({"op": "cancel", "id": ws.id})
 
 
-@pytest.mark.parametrize("after", [65536, 8 << 20])  # aiohttp's reader; the direct path (bulk.BULK and over)
+@pytest.mark.parametrize("after", [65536, 8 << 20])  # the client's stream; the direct path (bulk.BULK and over)
 async def test_a_body_cut_short_fails_after_what_arrived(bridge: Bridge, kernel_upstream: int, after: int) -> None:
     response = await bridge.fetch(kernel_upstream, f"/die?after={after}")  # declares 4 * after, sends after
     got = b""
@@ -520,6 +520,21 @@ async def test_a_body_cut_short_fails_after_what_arrived(bridge: Bridge, kernel_
     assert cut.value.status == 0 and "dropped the response" in str(cut.value)
     assert pattern(after).startswith(got)  # in order and whole so far (a reset may discard what was unread)
     assert (await bridge.request("test", "echo", 1))[0] == "ok"
+
+
+async def test_long_fixed_length_bodies_take_the_direct_path(
+    bridge_kernel: Kernel, bridge: Bridge, kernel_upstream: int
+) -> None:
+    """At least ``bulk.BULK`` bytes with a Content-Length: read from the socket into the messages; else streamed."""
+
+    async def direct_after(path: str, expected: bytes) -> int:
+        assert await (await bridge.fetch(kernel_upstream, path)).read() == expected
+        return int(await bridge_kernel.execute("print(BRIDGE.streams.direct)"))
+
+    before = int(await bridge_kernel.execute("print(BRIDGE.streams.direct)"))
+    assert await direct_after(f"/bytes?n={1 * MB}", pattern(1 * MB)) == before  # under bulk.BULK
+    assert await direct_after("/gzip", b"hello gzip " * 1000) == before  # decoded: streamed
+    assert await direct_after(f"/bytes?n={3 * MB}", pattern(3 * MB)) == before + 1
 
 
 async def test_a_cancelled_download_ends(bridge_kernel: Kernel, bridge: Bridge, kernel_upstream: int) -> None:
@@ -589,6 +604,50 @@ async def test_port_policy_follows_the_administrator(monkeypatch: pytest.MonkeyP
     assert str(loopback_namespace("8000-9000").ports) == "8500-9000"  # type: ignore[union-attr]
     monkeypatch.setenv("JUPYTER_LOOPBACK_DISABLED_NAMESPACES", "app")
     assert loopback_namespace() is None
+
+
+def _relative_imports(path: object) -> set[str]:
+    import ast
+    from pathlib import Path
+
+    assert isinstance(path, Path)
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):  # every import, TYPE_CHECKING and in functions too
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found.update([node.module] if node.module else [a.name for a in node.names])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("comm_bridge."):
+            found.add(node.module.split(".")[1])  # type: ignore[union-attr]
+    return found
+
+
+async def test_comm_bridge_modules_form_no_cycle_and_import_alone() -> None:
+    """No comm_bridge module imports itself back through others, and each imports first in a fresh interpreter."""
+    import sys
+
+    modules = sorted(p for p in (ROOT / "comm_bridge").glob("*.py"))
+    graph = {p.stem: _relative_imports(p) & {q.stem for q in modules} for p in modules}
+    assert "websocket" not in graph["fetch"] and "fetch" not in graph["websocket"]
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join((*path, name))}"
+        if name not in done:
+            for child in sorted(graph[name]):
+                visit(child, (*path, name))
+            done.add(name)
+
+    for name in graph:
+        visit(name, ())
+    names = [p.stem for p in modules if p.stem != "__init__"]
+    runs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", f"import comm_bridge.{name}", cwd=ROOT, stderr=asyncio.subprocess.PIPE
+        )
+        for name in names
+    ]
+    for name, run in zip(names, runs, strict=True):
+        _, err = await asyncio.wait_for(run.communicate(), 60)
+        assert run.returncode == 0, f"comm_bridge.{name} does not import alone: {err.decode()[-400:]}"
 
 
 async def test_public_names() -> None:
