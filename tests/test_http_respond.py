@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,8 +16,10 @@ from typing import Any
 import pytest
 import uvicorn
 
+from loopback_asgi import fastpaths
+from loopback_asgi.protocols import http as protocol
 from loopback_asgi.protocols.http import HttpProtocol
-from loopback_asgi.sidecar.extensions import RESPOND
+from loopback_asgi.sidecar.extensions import RESPOND, SPLICE
 
 # What the app is asked to answer, by path; ``respond`` is tried first and its answer recorded.
 CASES: dict[str, tuple[int, list[tuple[bytes, bytes]], bytes]] = {
@@ -55,12 +60,12 @@ class App:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: App, *, keep_alive: float = 5) -> AsyncIterator[int]:
+async def serving(app: Any, *, keep_alive: float = 5, http: type = HttpProtocol) -> AsyncIterator[int]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
         app,
-        http=HttpProtocol,
+        http=http,
         lifespan="off",
         log_level="critical",
         access_log=False,  # as the sidecar runs it
@@ -189,3 +194,43 @@ async def test_keep_alive_closes_an_idle_connection_and_spares_a_busy_one() -> N
             writer.close()
     assert len(app.answers) == 9
     assert 0.15 <= idle < 2, idle
+
+
+async def _offered(http: type) -> tuple[bytes, list[set[str]]]:
+    """Two responses on one connection through ``http``; what came back and the extensions each scope offered."""
+    offered: list[set[str]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            offered.append(set(scope.get("extensions", {})))
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+            await send({"type": "http.response.body", "body": b"hello"})
+
+    async with serving(app, http=http) as port:
+        got = await exchange(port, get("/a") + get("/b"), responses=2)
+    return got, offered
+
+
+async def test_the_one_write_path_is_taken_when_on() -> None:
+    assert fastpaths.enabled("sidecar_one_write") and HttpProtocol is protocol._OneWriteProtocol
+    got, offered = await _offered(HttpProtocol)
+    assert got.count(b"HTTP/1.1 200 OK") == 2 and got.endswith(b"hello")
+    assert offered == [{RESPOND, SPLICE}] * 2
+
+
+async def test_switched_off_uvicorn_writes_every_response(monkeypatch: pytest.MonkeyPatch) -> None:
+    got, offered = await _offered(protocol._SpliceProtocol)
+    assert got.count(b"HTTP/1.1 200 OK") == 2 and got.endswith(b"hello")
+    assert offered == [{SPLICE}] * 2  # no loopback.respond: the relay sends the two ASGI messages
+    monkeypatch.setattr(protocol, "SPLICE_ON", False)
+    got, offered = await _offered(protocol._SpliceProtocol)
+    assert got.count(b"HTTP/1.1 200 OK") == 2 and offered == [set()] * 2
+
+
+def test_the_switch_picks_the_protocol() -> None:
+    code = "from loopback_asgi.protocols import http as p; print(p.HttpProtocol.__name__, p.SPLICE_ON)"
+    for setting, expected in (("", "_OneWriteProtocol True"), ("sidecar_one_write", "_SpliceProtocol True"),
+                              ("off", "_SpliceProtocol False")):  # fmt: skip
+        env = {**os.environ, fastpaths.ENV: setting}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip() == expected, (setting, out.stderr)

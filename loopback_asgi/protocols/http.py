@@ -35,6 +35,7 @@ usual messages.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 from collections.abc import Callable
@@ -48,6 +49,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from loopback_asgi import fastpaths
 from loopback_asgi._transports import splice
 from loopback_asgi.sidecar.extensions import RESPOND, SPLICE
 
@@ -58,6 +60,10 @@ FRAMING = frozenset({b"connection", b"transfer-encoding"})
 # Up to this size the head and body are joined into one buffer; past it they go as a vector.
 JOIN_MAX = 64 * 1024
 Take = Callable[[], "tuple[Any, bytes, int] | None"]
+ONE_WRITE = fastpaths.enabled("sidecar_one_write")
+"""Whether responses go through :class:`HeadWithBody` (the head with the first body piece, ``loopback.respond``)."""
+SPLICE_ON = fastpaths.enabled("sidecar_splice")
+"""Whether the protocol offers ``loopback.splice``."""
 
 
 class HeadWithBody:
@@ -157,45 +163,48 @@ class HeadWithBody:
         cycle.on_response()
         return True
 
-    async def send_rest(self, take: Take) -> bool | None:
-        """The ``loopback.splice`` extension: the rest of the response body, kernel-side (see the module)."""
-        cycle = self.cycle
-        transport = self.transport
-        if (
-            cycle is None
-            or not splice.available()
-            or not cycle.response_started
-            or cycle.chunked_encoding
-            or cycle.response_complete
-            or cycle.disconnected
-            or cycle.scope["method"] == "HEAD"
-        ):
-            return None
-        self.flush()
-        sink = transport.get_extra_info("socket")
-        if sink is None or transport.is_closing() or transport.get_write_buffer_size():
-            return None
-        taken = take()
-        if taken is None:
-            return None
-        source, rest, left = taken
-        if len(rest) + left != cycle.expected_content_length:
-            return False  # not the body uvicorn announced: cut rather than send a wrong one
-        sent = 0
+
+async def _send_rest(cycle: RequestResponseCycle, transport: Any, take: Take) -> bool | None:
+    """The ``loopback.splice`` extension: the rest of the response body, kernel-side (see the module).
+
+    ``transport`` is the cycle's (a :class:`HeadWithBody` holds the head until flushed).
+    """
+    if (
+        not splice.available()
+        or not cycle.response_started
+        or cycle.chunked_encoding
+        or cycle.response_complete
+        or cycle.disconnected
+        or cycle.scope["method"] == "HEAD"
+    ):
+        return None
+    if isinstance(transport, HeadWithBody):
+        transport.flush()
+        transport = transport.transport
+    sink = transport.get_extra_info("socket")
+    if sink is None or transport.is_closing() or transport.get_write_buffer_size():
+        return None
+    taken = take()
+    if taken is None:
+        return None
+    source, rest, left = taken
+    if len(rest) + left != cycle.expected_content_length:
+        return False  # not the body uvicorn announced: cut rather than send a wrong one
+    sent = 0
+    try:
+        if rest:
+            await _send_all(asyncio.get_running_loop(), sink, rest)
+            sent = len(rest)
+        splicer = splice.Splice(source, sink, left)
         try:
-            if rest:
-                await _send_all(self.loop, sink, rest)
-                sent = len(rest)
-            splicer = splice.Splice(source, sink, left)
-            try:
-                outcome = await splicer.run()
-            finally:
-                sent += splicer.sent
-        except OSError:
-            return False  # the client left
+            outcome = await splicer.run()
         finally:
-            cycle.expected_content_length -= sent
-        return outcome == splice.DONE
+            sent += splicer.sent
+    except OSError:
+        return False  # the client left
+    finally:
+        cycle.expected_content_length -= sent
+    return outcome == splice.DONE
 
 
 async def _send_all(loop: asyncio.AbstractEventLoop, sink: Any, data: bytes) -> None:
@@ -207,7 +216,20 @@ async def _send_all(loop: asyncio.AbstractEventLoop, sink: Any, data: bytes) -> 
         dup.close()
 
 
-class HttpProtocol(HttpToolsProtocol):
+class _SpliceProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, offering ``loopback.splice`` when that fast path is on."""
+
+    def on_headers_complete(self) -> None:
+        before = self.cycle
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not before and SPLICE_ON:  # a new request (an upgrade makes none)
+            transport = cycle.transport
+            extensions = cycle.scope.setdefault("extensions", {})
+            extensions[SPLICE] = {"send_rest": functools.partial(_send_rest, cycle, transport)}
+
+
+class _OneWriteProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, each response cycle writing through a :class:`HeadWithBody`.
 
     Keep-alive works as uvicorn's does (an idle connection closes
@@ -255,5 +277,10 @@ class HttpProtocol(HttpToolsProtocol):
             held = cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
             held.cycle = cycle
             extensions = cycle.scope.setdefault("extensions", {})
-            extensions[SPLICE] = {"send_rest": held.send_rest}
+            if SPLICE_ON:
+                extensions[SPLICE] = {"send_rest": functools.partial(_send_rest, cycle, held)}
             extensions[RESPOND] = {"respond": held.respond}
+
+
+HttpProtocol: type[HttpToolsProtocol] = _OneWriteProtocol if ONE_WRITE else _SpliceProtocol
+"""The sidecar's protocol: uvicorn's, with the fast paths that are on."""
