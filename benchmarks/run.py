@@ -106,12 +106,17 @@ class Bench:
     def record(self, metric: str, row: Row, value: report.Value) -> None:
         self.results.setdefault(metric, {})[row.key] = value
 
+    def turn(self, n: int) -> list[Row]:
+        """The live rows in the order of turn ``n``: with ``--compare``, every other turn backwards,
+        so neither the current nor the compared code always goes first."""
+        live = [row for row in self.rows if not row.skip]
+        return live[::-1] if self.tree is not None and n % 2 else live
+
     async def each(self, metric: str, fn: Callable[[Row], Awaitable[float]], *, best_of: int = 1) -> None:
         """Measure every live row ``best_of`` times in turns; keep the best value."""
-        live = [row for row in self.rows if not row.skip]
         best: dict[str, float] = {}
-        for _ in range(best_of):
-            for row in live:
+        for n in range(best_of):
+            for row in self.turn(n):
                 if isinstance(self.results.get(metric, {}).get(row.key), str):
                     continue  # failed already
                 try:
@@ -129,8 +134,8 @@ class Bench:
         """Latency samples gathered in ``rounds`` turns over the rows; p50 and p99 of the pooled samples."""
         rounds, n = self.args.rounds, self.args.samples
         samples: dict[str, list[float]] = {}
-        for _ in range(rounds):
-            for row in (r for r in self.rows if not r.skip):
+        for turn in range(rounds):
+            for row in self.turn(turn):
                 if isinstance(self.results.get(metrics[0], {}).get(row.key), str):
                     continue
                 try:
