@@ -94,23 +94,6 @@ _declare(
 
 _declare(
     FastPath(
-        name="adapter_ws_pipe",
-        library="tornado",
-        touches=(
-            "tornado.websocket.WebSocketProtocol13.__class__",
-            "tornado.websocket.WebSocketProtocol13._receive_frame_loop",
-            "tornado.websocket.WebSocketProtocol13._compressor",
-            "tornado.websocket.WebSocketProtocol13._decompressor",
-            "tornado.websocket.WebSocketProtocol13._write_frame",
-        ),
-        lowest=(6, 4),
-        below=(6, 7),
-        gain="WS echo p50 and WS 10 MB round trip through Jupyter (docs/benchmarks.md): frames pass unparsed.",
-    )
-)
-
-_declare(
-    FastPath(
         name="adapter_splice",
         library="tornado",
         touches=(

@@ -1,10 +1,8 @@
-"""The adapter's WebSocket byte pipe (loopback_asgi/jupyter/ws_pipe.py), through a real Jupyter server.
+"""The adapter's WebSocket relay (loopback_asgi/jupyter/websocket.py), through a real Jupyter server.
 
-A session on the upstream's ``/ws`` echo says nothing before the browser's
-handshake is answered, so both the adapter and the sidecar pipe it: frames
-cross the whole chain unparsed. These check what the pipe must keep: frames
-of every size and kind in order, pings answered end to end, fragments, the
-browser dropping, the sidecar dying.
+Frames of every size and kind in order, pings answered end to end,
+fragments, the browser dropping, the sidecar dying: what the relay must
+keep, on both of the sidecar's ways (byte pipe or messages).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
   ``setup_proxy_handler``;
 - :mod:`.handler`: the tornado handler that streams HTTP to the sidecar;
 - :mod:`.response`: the sidecar's answer relayed to the browser;
-- :mod:`.websocket`, :mod:`.ws_pipe`: the WebSocket legs;
+- :mod:`.websocket`: the WebSocket relay (its sidecar leg is
+  :mod:`loopback_asgi._transports.websocket`);
 - :mod:`.process`: the sidecar process, launched and supervised;
 - :mod:`.nodelay`: ``TCP_NODELAY`` on the server's kernel websockets.
 """

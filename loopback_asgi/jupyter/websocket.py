@@ -19,19 +19,13 @@ from collections.abc import Awaitable
 from typing import Any
 
 from tornado import web
-from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
+from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
-from loopback_asgi import fastpaths
 from loopback_asgi._transports.websocket import Closed, Upstream, close_code, open_upstream
 from loopback_asgi.jupyter.process import Sidecar, SidecarUnavailable
-from loopback_asgi.jupyter.ws_pipe import BrowserPipe
 
-__all__ = ["MAX_MESSAGE", "PIPE_ENABLED", "WebSocketRelayMixin"]
-
-PIPE_ENABLED = fastpaths.enabled("adapter_ws_pipe")
-"""Whether the browser leg may become a byte pipe (tornado's private state; see :mod:`loopback_asgi.fastpaths`)."""
+__all__ = ["MAX_MESSAGE", "WebSocketRelayMixin"]
 
 MAX_MESSAGE = 2**30
 
@@ -91,30 +85,6 @@ class WebSocketRelayMixin(WebSocketHandler):
             if attempt == 2:
                 return self._fail(502, f"The loopback sidecar is not reachable: {error}.")
 
-    def get_websocket_protocol(self) -> WebSocketProtocol | None:
-        protocol = super().get_websocket_protocol()
-        if PIPE_ENABLED and type(protocol) is WebSocketProtocol13:
-            protocol.__class__ = _PipeOr13  # same state; only the frame loop may differ
-        return protocol
-
-    def _pipe(self, protocol: WebSocketProtocol13) -> BrowserPipe | None:
-        """A byte pipe for this session, if both legs are at a clean point (:mod:`~loopback_asgi.jupyter.ws_pipe`)."""
-        if (
-            self._ws is None
-            or getattr(protocol, "_compressor", None) is not None
-            or getattr(protocol, "_decompressor", None) is not None
-            or protocol.ping_interval  # the admin wants tornado's pings on the browser leg: keep them
-            or protocol.stream is None
-        ):
-            return None
-        detached = self._ws.detach()
-        if detached is None:
-            return None
-        if self._pump is not None:
-            self._pump.cancel()  # the pipe moves the sidecar's bytes from now on
-        transport, rest = detached
-        return BrowserPipe(protocol.stream, transport, rest, max_size=MAX_MESSAGE, activity=self._activity)
-
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         chosen = self._ws.subprotocol if self._ws is not None else None
         return chosen if chosen in subprotocols else None
@@ -131,17 +101,17 @@ class WebSocketRelayMixin(WebSocketHandler):
             while True:
                 message = await ws.recv()
                 self._activity()
-                binary = isinstance(message, bytes)
-                sent = _send(self.ws_connection, message if isinstance(message, bytes) else message.encode(), binary)
+                sent = _send(self.ws_connection, message)
                 if sent is not None:
                     await sent
         except Closed:
             pass
-        # The sidecar's close frame, else the one our side sent on a protocol error (1002, 1007, 1009).
+        # The sidecar's close frame, else the one sent here on a protocol error
+        # (1002, 1007, 1009); a sidecar that just dropped is 1011.
         frame = ws.close_rcvd or ws.protocol.close_sent
-        code = close_code(frame.code) if frame is not None else None
+        code, reason = (close_code(frame.code), frame.reason) if frame is not None else (1011, "")
         if self.ws_connection is not None and not self.ws_connection.is_closing():
-            self.close(code, frame.reason if code is not None and frame is not None else None)
+            self.close(code, reason if code is not None else None)
 
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:
         self._activity()
@@ -166,31 +136,16 @@ class WebSocketRelayMixin(WebSocketHandler):
             self._closing = asyncio.ensure_future(self._ws.close(code, reason))
 
 
-def _send(conn: WebSocketProtocol | None, payload: bytes, binary: bool) -> Awaitable[None] | None:
-    """Send one message to the browser on ``conn``: an awaitable while it still
-    waits in the socket's write buffer (backpressure), ``None`` once the kernel
-    has it or if ``conn`` is closed (the close path handles that)."""
+def _send(conn: WebSocketProtocol | None, message: str | bytes) -> Awaitable[None] | None:
+    """Send one message to the browser on ``conn``: an awaitable that resolves once
+    it is written (backpressure), ``None`` if ``conn`` is closed (the close path
+    handles that)."""
     if conn is None or conn.is_closing():
         return None
-    write_frame = getattr(conn, "_write_frame", None) if PIPE_ENABLED else None
-    if write_frame is None or getattr(conn, "_compressor", None) is not None:
-        try:
-            message = payload if binary else payload.decode("utf-8")
-            return _settled(conn.write_message(message, binary=binary))
-        except WebSocketClosedError:
-            return None
-    # tornado's write_message() wraps every write in a Task; framing the
-    # message here spares it, and the loop turns it costs, when the write
-    # completes at once (nearly always for small messages).
     try:
-        written: asyncio.Future[None] = write_frame(True, 0x2 if binary else 0x1, payload)
-    except StreamClosedError:
+        return _settled(conn.write_message(message, binary=isinstance(message, bytes)))
+    except WebSocketClosedError:
         return None
-    if written.done():
-        if not written.cancelled():
-            written.exception()  # a closed stream is the close path's business
-        return None
-    return _settled(written)
 
 
 def _settled(future: Awaitable[None] | None) -> Awaitable[None] | None:
@@ -209,18 +164,3 @@ def _settled(future: Awaitable[None] | None) -> Awaitable[None] | None:
 
     fut.add_done_callback(done)
     return out
-
-
-class _PipeOr13(WebSocketProtocol13):
-    """tornado's protocol, whose frame loop becomes a :class:`.BrowserPipe` when the session allows."""
-
-    async def _receive_frame_loop(self) -> None:
-        handler = self.handler
-        pipe = handler._pipe(self) if isinstance(handler, WebSocketRelayMixin) else None
-        if pipe is None:
-            return await super()._receive_frame_loop()
-        try:
-            await pipe.run()
-        finally:
-            self.client_terminated = self.server_terminated = True
-            handler.on_ws_connection_close(None, None)
