@@ -188,3 +188,21 @@ async def test_sidecar_stopping_closes_the_client_with_1012(relay: str, upstream
         assert own.popen.wait(10) in (0, -signal.SIGTERM)  # uvicorn ends by re-raising the signal it caught
     finally:
         own.stop()
+
+
+# -- the fast path's switch (loopback_asgi/fastpaths.py: sidecar_ws_pipe) ---
+
+
+@pytest.mark.parametrize("setting", ["", "sidecar_ws_pipe", "off"])
+async def test_the_pipe_is_taken_unless_switched_off(setting: str, upstream: int) -> None:
+    """With the switch unset the session is piped; switched off, the same sidecar relays messages."""
+    own = start_sidecar("--websocket-relay", "pipe", env={"JUPYTER_LOOPBACK_FASTPATHS": setting})
+    try:
+        async with open_ws(url(own.match[1], upstream)) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+        health = httpx.get(f"{own.match[1]}/_loopback/health", headers=AUTH, trust_env=False).json()
+        way = "pipe" if setting == "" else "messages"
+        assert health["websocket_sessions"] == {way: 1}
+    finally:
+        own.stop()
