@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 
@@ -41,27 +41,9 @@ __all__ = [
 ]
 
 
-def _byte_headers_fast(raw: list[tuple[bytes, bytes]]) -> httpx.Headers:
-    headers = httpx.Headers.__new__(httpx.Headers)
-    headers._list = [(name, name.lower(), value) for name, value in raw]
-    headers._encoding = None
-    return headers
-
-
-def _fast_is_faithful() -> bool:
-    sample = [(b"Content-Type", b"text/plain"), (b"set-cookie", b"a=1"), (b"Set-Cookie", b"b=2")]
-    try:
-        fast, usual = _byte_headers_fast(sample), httpx.Headers(sample)
-        return vars(fast) == vars(usual) and fast.multi_items() == usual.multi_items() and fast == usual
-    except Exception:
-        return False
-
-
-# ``httpx.Headers(raw)`` for pairs already known to be bytes, without checking each one's type again: the same
-# object, built as this httpx version builds it (checked once, at import), else the usual constructor.
-byte_headers: Callable[[list[tuple[bytes, bytes]]], httpx.Headers] = (
-    _byte_headers_fast if _fast_is_faithful() else httpx.Headers
-)
+def byte_headers(raw: list[tuple[bytes, bytes]]) -> httpx.Headers:
+    """``httpx.Headers`` of byte pairs (the public constructor: building it by hand saved under 1 µs a response)."""
+    return httpx.Headers(raw)
 
 
 class LoopbackTransport(httpx.AsyncBaseTransport):

@@ -119,7 +119,8 @@ class RelayMixin(WebSocketRelayMixin):
             return True
         # Jupyter (or the Hub) authenticated this request with a token and it
         # was not in the URL: it came from this header.
-        return bool(getattr(self, "_token_authenticated", False)) and not self.get_argument("token", "")
+        # ``token_authenticated`` is JupyterHandler's public property (the identity provider's answer).
+        return bool(getattr(self, "token_authenticated", False)) and not self.get_argument("token", "")
 
     def _is_jupyter_xsrf(self, value: str) -> bool:
         """Whether ``value`` is Jupyter's XSRF token: tornado's own check of it against the ``_xsrf`` cookie passes."""

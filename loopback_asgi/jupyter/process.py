@@ -81,6 +81,7 @@ class Sidecar:
         self._lock = asyncio.Lock()
         self._idle: list[tuple[IOStream, float]] = []
         self._reaper: asyncio.TimerHandle | None = None
+        self._stopping: set[asyncio.Task[Any]] = set()
         self.launches = 0
         atexit.register(self.stop)
 
@@ -118,10 +119,9 @@ class Sidecar:
         except SidecarUnavailable:
             # A sidecar that cannot start would be restarted by simpervisor
             # in a tight loop: give up on it; the next request tries afresh.
-            pid = self._detach()
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            proc = self._detach()
+            if proc is not None:
+                await proc.kill()  # simpervisor's own stop: its watcher does not restart it
             raise
 
     async def _wait_connectable(self, deadline: float) -> None:
@@ -190,7 +190,8 @@ class Sidecar:
             wait = self._idle[0][1] + self.idle_seconds - now + REAP_SLACK
             self._reaper = asyncio.get_running_loop().call_later(wait, self._reap)
 
-    def _detach(self) -> int | None:
+    def _detach(self) -> Any:
+        """Forget the running sidecar (and the idle streams to it); its ``SupervisedProcess``, or None."""
         for stream, _ in self._idle:
             stream.close()
         self._idle.clear()
@@ -200,22 +201,32 @@ class Sidecar:
         proc, self.proc = self.proc, None
         if proc is None or not proc.running or not proc.pid:
             return None
-        proc._killed = True  # simpervisor's watcher must not restart it
-        pid: int = proc.pid
-        return pid
+        return proc
 
     def restart(self) -> None:
         """Ask a running sidecar to exit; the next request starts a fresh one."""
-        pid = self._detach()
-        if pid is not None:
+        proc = self._detach()
+        if proc is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: no watcher runs to restart it either
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(proc.pid, signal.SIGTERM)
+            return
+        # simpervisor's own stop (SIGTERM, then reaped): its watcher does not restart it.
+        task = loop.create_task(proc.terminate())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
 
     def stop(self) -> None:
-        """Stop the sidecar (SIGTERM, then SIGKILL after 3 s) and remove its directory. Idempotent."""
-        pid = self._detach()
-        if pid is not None:
-            _terminate(pid)
+        """Stop the sidecar (SIGTERM, then SIGKILL after 3 s) and remove its directory. Idempotent.
+
+        Called at exit, when no loop runs simpervisor's watcher any more.
+        """
+        proc = self._detach()
+        if proc is not None:
+            _terminate(proc.pid)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
