@@ -21,14 +21,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Request, Response
 
-from loopback_asgi._transports.websocket import (
-    Closed,
-    Upstream,
-    close_code,
-    close_payload,
-    cut_reason,
-    open_upstream,
-)
+from loopback_asgi._transports.frames import close_code, close_payload, cut_reason
+from loopback_asgi._transports.websocket import Closed, Upstream, open_upstream
 
 closes: asyncio.Queue[tuple[int | None, str | None]]  # the close frames the server received, per server()
 

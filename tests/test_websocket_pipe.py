@@ -20,8 +20,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from loopback_asgi._transports.pipe import FrameCursor
-from loopback_asgi._transports.websocket import client_frame, server_frame
+from loopback_asgi._transports.frames import FrameCursor, client_frame, server_frame
 
 from .conftest import TOKEN, Proc, start_sidecar, start_upstream
 

@@ -36,67 +36,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from loopback_asgi._transports.websocket import Upstream, client_frame, close_payload, server_frame
+from loopback_asgi._transports.frames import FrameCursor, client_frame, close_payload, server_frame
+from loopback_asgi._transports.websocket import Upstream
 
-__all__ = ["MAX_HANDSHAKE", "FrameCursor", "Pipe", "PipeEnd"]
+__all__ = ["MAX_HANDSHAKE", "Pipe", "PipeEnd"]
 
 # A client handshake longer than this is never piped (uvicorn refuses it anyway).
 MAX_HANDSHAKE = 64 * 1024
-
-
-class FrameCursor:
-    """Follows frame boundaries in one direction of a WebSocket stream, without copying payloads."""
-
-    __slots__ = ("close_seen", "head", "left", "limit", "message")
-
-    def __init__(self, limit: int | None) -> None:
-        self.limit = limit
-        self.head = b""  # a frame header not yet whole
-        self.left = 0  # payload bytes of the current frame still to pass
-        self.message = 0  # payload bytes of the current message so far
-        self.close_seen = False
-
-    @property
-    def at_boundary(self) -> bool:
-        return not self.left and not self.head
-
-    def feed(self, data: bytes) -> int | None:
-        """Follow ``data``. None if it may all pass; else where a frame over the limit starts in it (or -1:
-        it started in an earlier piece)."""
-        pos, size = 0, len(data)
-        while pos < size:
-            if self.left:
-                step = min(self.left, size - pos)
-                self.left -= step
-                pos += step
-                continue
-            start = pos - len(self.head)
-            head = self.head + data[pos : pos + 14]
-            need = 2
-            if len(head) >= 2:
-                b1 = head[1]
-                n = b1 & 0x7F
-                need = (4 if n == 126 else 10 if n == 127 else 2) + (4 if b1 & 0x80 else 0)
-            if len(head) < need:
-                self.head = head  # the rest of ``data`` is all in it
-                return None
-            b0 = head[0]
-            if n == 126:
-                n = int.from_bytes(head[2:4], "big")
-            elif n == 127:
-                n = int.from_bytes(head[2:10], "big")
-            opcode = b0 & 0x0F
-            if opcode == 0x8:
-                self.close_seen = True
-            elif opcode < 0x8 and self.limit is not None:
-                self.message = n if opcode else self.message + n
-                if self.message > self.limit:
-                    self.head = b""
-                    return start if start >= 0 else -1
-            pos += need - len(self.head)
-            self.head = b""
-            self.left = n
-        return None
 
 
 class Pipe:

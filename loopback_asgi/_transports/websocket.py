@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import struct
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from typing import cast
@@ -35,25 +34,10 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
+from loopback_asgi._transports.frames import client_frame, cut_reason, frame_head, server_frame
 from loopback_asgi._transports.http11 import WriteFlow
 
-try:  # websockets' C masking, as websockets itself picks it
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - a build without the C extension
-    from websockets.utils import apply_mask
-
-__all__ = [
-    "RESERVED_CLOSE",
-    "Closed",
-    "Upstream",
-    "client_frame",
-    "client_frame_head",
-    "close_code",
-    "close_payload",
-    "cut_reason",
-    "open_upstream",
-    "server_frame",
-]
+__all__ = ["Closed", "Upstream", "open_upstream"]
 
 # Whole, unfragmented data frames up to this size are split off the input
 # here and become messages at once; websockets' parser takes everything else
@@ -62,64 +46,6 @@ __all__ = [
 FAST_FRAME = 64 * 1024
 # A handshake answer longer than this goes to the parser as is (it refuses it).
 MAX_HEAD = 64 * 1024
-
-
-def client_frame_head(opcode: int, n: int) -> bytes:
-    """The first bytes of a final, masked client frame of ``n`` payload bytes, up to its mask (RFC 6455 §5.2)."""
-    if n < 126:
-        return bytes((0x80 | opcode, 0x80 | n))
-    if n < 65536:
-        return struct.pack("!BBH", 0x80 | opcode, 0xFE, n)
-    return struct.pack("!BBQ", 0x80 | opcode, 0xFF, n)
-
-
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """One whole masked client frame.
-
-    Data frames are written here rather than through the protocol's
-    ``send_text``/``send_binary``, which build the same bytes through a
-    ``Frame`` object and its checks: the relay only ever sends whole
-    messages while the connection is open, which is all those checks guard.
-    """
-    mask = os.urandom(4)
-    return client_frame_head(opcode, len(payload)) + mask + apply_mask(payload, mask)
-
-
-def close_payload(code: int, reason: str) -> bytes:
-    """A close frame's payload: the code, then ``reason`` cut to 123 bytes at a character boundary.
-
-    RFC 6455 §5.5 allows 125 bytes in a control frame, and §5.5.1 wants the
-    reason valid UTF-8: a cut inside a character would make the peer fail the
-    connection instead of reading the close.
-    """
-    return struct.pack("!H", code) + cut_reason(reason).encode()
-
-
-# Close codes a peer must never send (RFC 6455 §7.4.1); "no status" is relayed as none.
-RESERVED_CLOSE: dict[int, int | None] = {1005: None, 1006: 1011, 1015: 1011}
-
-
-def close_code(code: int | None) -> int | None:
-    """The code to relay for a close received with ``code``: None (no status) for none or 1005, 1011 for 1006/1015."""
-    return RESERVED_CLOSE.get(code, code) if code is not None else None
-
-
-def cut_reason(reason: str) -> str:
-    """``reason`` cut to 123 UTF-8 bytes at a character boundary (see :func:`close_payload`)."""
-    encoded = reason.encode()
-    return encoded[:123].decode("utf-8", "ignore") if len(encoded) > 123 else reason
-
-
-def server_frame(opcode: int, payload: bytes) -> bytes:
-    """One whole unmasked server frame (RFC 6455 §5.2)."""
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, n))
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
-    return head + payload
 
 
 class Closed(Exception):
@@ -322,18 +248,11 @@ class Upstream(WriteFlow, asyncio.Protocol):
         """Turn whole small data frames at the front of ``_input`` into messages; pass anything else to the parser."""
         buf = self._input
         while len(buf) >= 2 and not self._paused and self._split_frames:
+            parsed = frame_head(buf)  # a masked frame from a server counts its mask; the parser refuses it
+            if parsed is None:
+                return
+            pos, n = parsed
             b0, b1 = buf[0], buf[1]
-            n, pos = b1 & 0x7F, 2
-            if n == 126:
-                if len(buf) < 4:
-                    return
-                n, pos = int.from_bytes(buf[2:4], "big"), 4
-            elif n == 127:
-                if len(buf) < 10:
-                    return
-                n, pos = int.from_bytes(buf[2:10], "big"), 10
-            if b1 & 0x80:
-                pos += 4  # a masked frame from a server: the parser refuses it
             end = pos + n
             opcode = b0 & 0x0F
             fast = (

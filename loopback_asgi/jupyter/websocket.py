@@ -22,7 +22,8 @@ from tornado import web
 from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
-from loopback_asgi._transports.websocket import Closed, Upstream, close_code, open_upstream
+from loopback_asgi._transports.frames import close_code
+from loopback_asgi._transports.websocket import Closed, Upstream, open_upstream
 from loopback_asgi.jupyter.process import Sidecar, SidecarUnavailable
 
 __all__ = ["MAX_MESSAGE", "WebSocketRelayMixin"]

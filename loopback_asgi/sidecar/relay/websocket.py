@@ -20,8 +20,9 @@ from collections.abc import Collection
 
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
+from loopback_asgi._transports.frames import close_code
 from loopback_asgi._transports.pipe import Pipe
-from loopback_asgi._transports.websocket import Closed, Upstream, close_code, open_upstream
+from loopback_asgi._transports.websocket import Closed, Upstream, open_upstream
 from loopback_asgi.sidecar.errors import send_error
 from loopback_asgi.sidecar.extensions import PIPE
 from loopback_asgi.sidecar.headers import request_headers
