@@ -123,23 +123,3 @@ _declare(
         gain="1 GB download through Jupyter (docs/benchmarks.md): the body goes upstream to adapter inside the kernel.",
     )
 )
-
-_declare(
-    FastPath(
-        name="sidecar_one_write",
-        library="uvicorn",
-        touches=(
-            "uvicorn.protocols.http.httptools_impl.STATUS_LINE",
-            "uvicorn.protocols.http.httptools_impl.HEADER_RE",
-            "uvicorn.protocols.http.httptools_impl.HEADER_VALUE_RE",
-            "uvicorn.protocols.http.httptools_impl.RequestResponseCycle.transport",
-            "uvicorn.protocols.http.httptools_impl.RequestResponseCycle.response_started",
-            "uvicorn.protocols.http.httptools_impl.RequestResponseCycle.message_event",
-            "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol._unset_keepalive_if_required",
-            "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol._start_asgi_task",
-        ),
-        lowest=(0, 52),
-        below=(0, 56),
-        gain="small GET req/s of the sidecar alone; through Jupyter: see docs/benchmarks.md.",
-    )
-)

@@ -301,8 +301,8 @@ def test_browser_leaving_mid_body_releases_everything(jupyter_base: JupyterServe
 
 
 def test_switched_off_the_body_is_copied_and_arrives_exact(upstream: int) -> None:
-    """``JUPYTER_LOOPBACK_FASTPATHS=adapter_splice``: the same body, relayed through tornado's buffers, no pipe."""
-    server = start_jupyter("/", env={fastpaths.ENV: "adapter_splice"})
+    """Both kernel-side relays off (the adapter's and its sidecar's): the same body, copied, no pipe in the adapter."""
+    server = start_jupyter("/", env={fastpaths.ENV: "adapter_splice,sidecar_splice"})
     try:
         pid = server.proc.pid
         n = 8 * MiB + 3

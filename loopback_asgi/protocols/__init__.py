@@ -1,6 +1,6 @@
 """The server side of ``jupyter-loopback serve``: uvicorn's protocols, extended.
 
-:mod:`.http` (one write per small response, big bodies spliced) and
+:mod:`.http` (big bodies spliced) and
 :mod:`.websocket` (a session handed to a byte pipe) declare the ASGI scope
 extensions the sidecar app may use; under another ASGI server the app never
 asks for them.

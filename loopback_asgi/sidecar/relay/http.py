@@ -25,7 +25,7 @@ from loopback_asgi._transports.http import (
     whole_body,
 )
 from loopback_asgi.sidecar.errors import send_error
-from loopback_asgi.sidecar.extensions import RESPOND, SPLICE
+from loopback_asgi.sidecar.extensions import SPLICE
 from loopback_asgi.sidecar.headers import request_headers, response_headers
 from loopback_asgi.sidecar.target import Target
 from loopback_asgi.types import Receive, Scope, Send
@@ -315,13 +315,9 @@ class HTTPRelay:
             extensions = scope.get("extensions") or {}
             body = whole_body(response)
             if body is not None:
-                # The whole body came with the headers (the common small
-                # response): one write where the server offers it, else the
-                # two messages.
-                respond = extensions.get(RESPOND)
-                if respond is None or not respond["respond"](send, status, headers, body):
-                    await send({"type": "http.response.start", "status": status, "headers": headers})
-                    await send({"type": "http.response.body", "body": body, "more_body": False})
+                # The whole body came with the headers (the common small response).
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body, "more_body": False})
                 return
             await send({"type": "http.response.start", "status": status, "headers": headers})
             if status >= 200 and (splice := extensions.get(SPLICE)) is not None:
