@@ -69,7 +69,7 @@ class WebSocketRelayMixin(WebSocketHandler):
                     headers,
                     subprotocols=offered,
                     max_size=MAX_MESSAGE,
-                    max_queue=1,  # one message in hand: the sidecar waits for the browser (backpressure)
+                    max_queue=2,  # then reading the sidecar pauses until the browser took one (backpressure)
                     ping_interval=None,  # a unix socket to a child process: nothing to keep alive
                     timeout=self.sidecar.restart_wait,
                     unix_path=self.sidecar.socket_path,
@@ -102,8 +102,10 @@ class WebSocketRelayMixin(WebSocketHandler):
             while True:
                 message = await ws.recv()
                 self._activity()
-                sent = _send(self.ws_connection, message)
-                if sent is not None:
+                conn = self.ws_connection
+                sent = _send(conn, message)
+                # Wait for the browser only while tornado still holds unsent bytes.
+                if sent is not None and conn is not None and conn.stream is not None and conn.stream.writing():
                     await sent
         except Closed:
             pass
