@@ -19,14 +19,19 @@ from collections.abc import Awaitable
 from typing import Any
 
 from tornado import web
-from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol
+from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
+from loopback_asgi import fastpaths
 from loopback_asgi._transports.frames import close_code
 from loopback_asgi._transports.websocket import Closed, Upstream, open_upstream
 from loopback_asgi.jupyter.process import Sidecar, SidecarUnavailable
+from loopback_asgi.jupyter.ws_pipe import BrowserPipe
 
-__all__ = ["MAX_MESSAGE", "WebSocketRelayMixin"]
+__all__ = ["MAX_MESSAGE", "PIPE_ENABLED", "WebSocketRelayMixin"]
+
+PIPE_ENABLED = fastpaths.enabled("adapter_ws_pipe")
+"""Whether the browser leg may become a byte pipe (tornado's private state; see :mod:`loopback_asgi.fastpaths`)."""
 
 MAX_MESSAGE = 2**30
 
@@ -85,6 +90,30 @@ class WebSocketRelayMixin(WebSocketHandler):
                 error: Exception = exc
             if attempt == 2:
                 return self._fail(502, f"The loopback sidecar is not reachable: {error}.")
+
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if PIPE_ENABLED and type(protocol) is WebSocketProtocol13:
+            protocol.__class__ = _PipeOr13  # same state; only the frame loop may differ
+        return protocol
+
+    def _pipe(self, protocol: WebSocketProtocol13) -> BrowserPipe | None:
+        """A byte pipe for this session, if both legs are at a clean point (:mod:`~loopback_asgi.jupyter.ws_pipe`)."""
+        if (
+            self._ws is None
+            or getattr(protocol, "_compressor", None) is not None
+            or getattr(protocol, "_decompressor", None) is not None
+            or protocol.ping_interval  # the admin wants tornado's pings on the browser leg: keep them
+            or protocol.stream is None
+        ):
+            return None
+        detached = self._ws.detach()
+        if detached is None:
+            return None
+        if self._pump is not None:
+            self._pump.cancel()  # the pipe moves the sidecar's bytes from now on
+        transport, rest = detached
+        return BrowserPipe(protocol.stream, transport, rest, max_size=MAX_MESSAGE, activity=self._activity)
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         chosen = self._ws.subprotocol if self._ws is not None else None
@@ -167,3 +196,18 @@ def _settled(future: Awaitable[None] | None) -> Awaitable[None] | None:
 
     fut.add_done_callback(done)
     return out
+
+
+class _PipeOr13(WebSocketProtocol13):
+    """tornado's protocol, whose frame loop becomes a :class:`.BrowserPipe` when the session allows."""
+
+    async def _receive_frame_loop(self) -> None:
+        handler = self.handler
+        pipe = handler._pipe(self) if isinstance(handler, WebSocketRelayMixin) else None
+        if pipe is None:
+            return await super()._receive_frame_loop()
+        try:
+            await pipe.run()
+        finally:
+            self.client_terminated = self.server_terminated = True
+            handler.on_ws_connection_close(None, None)
