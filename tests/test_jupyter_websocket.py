@@ -16,7 +16,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from .jupyter_fixtures import JupyterServer
+from loopback_asgi._transports.frames import client_frame
+
+from .jupyter_fixtures import JupyterServer, start_jupyter, stop_jupyter
 
 
 def url(server: JupyterServer, port: int) -> str:
@@ -67,3 +69,35 @@ async def test_the_sidecar_dying_closes_the_browser_with_1011(jupyter_base: Jupy
     async with connect(url(jupyter_base, upstream), additional_headers=jupyter_base.auth, proxy=None) as ws:
         await ws.send("again")
         assert await asyncio.wait_for(ws.recv(), 10) == "again"
+
+
+# -- the fast path's switch (loopback_asgi/fastpaths.py: adapter_ws_pipe) ---
+
+
+async def reserved_bit_frame_close(server: JupyterServer, port: int) -> int | None:
+    """Send a frame with RSV1 set (no extension allows it): only the upstream, reached byte for byte, answers 1002."""
+    async with connect(url(server, port), additional_headers=server.auth, proxy=None) as ws:
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+        frame = bytearray(client_frame(0x1, b"reserved"))
+        frame[0] |= 0x40
+        ws.transport.write(bytes(frame))
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 10)
+    return info.value.rcvd.code if info.value.rcvd is not None else None
+
+
+async def test_the_adapter_pipes_the_session(jupyter_base: JupyterServer, upstream: int) -> None:
+    assert await reserved_bit_frame_close(jupyter_base, upstream) == 1002  # the upstream's own answer
+
+
+async def test_switched_off_tornado_reads_the_frames(upstream: int) -> None:
+    server = start_jupyter(env={"JUPYTER_LOOPBACK_FASTPATHS": "adapter_ws_pipe"})
+    try:
+        assert await reserved_bit_frame_close(server, upstream) != 1002  # tornado refused it itself
+        async with connect(url(server, upstream), additional_headers=server.auth, proxy=None) as ws:
+            for n in (0, 125, 70_000):
+                await ws.send("é" * n)
+                assert await ws.recv() == "é" * n
+    finally:
+        stop_jupyter(server)
