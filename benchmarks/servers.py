@@ -117,12 +117,17 @@ def free_port() -> int:
         return port
 
 
+# Kept on purpose: the fast-path switch, so a run can measure a fast path on and off.
+PASSED_THROUGH = ("JUPYTER_LOOPBACK_FASTPATHS",)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment minus anything that would steer Jupyter or the sidecar away from defaults."""
+    """The environment minus anything that would steer Jupyter or the sidecar away from defaults
+    (but the fast-path switch, which a run sets on purpose)."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("JUPYTER_", "JPY_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")
+        if k in PASSED_THROUGH or (not k.startswith(("JUPYTER_", "JPY_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV"))
     }
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
