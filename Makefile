@@ -60,7 +60,8 @@ test-lowest: $(LOWEST)/.installed
 	JUPYTER_PLATFORM_DIRS=1 $(LOWEST)/bin/python -m pytest -p no:cacheprovider -q -m "not browser and not hub" \
 	  tests/test_headers.py tests/test_namespaces.py tests/test_app.py tests/test_transport.py tests/test_http.py \
 	  tests/test_http_respond.py tests/test_http_protocol.py tests/test_websocket.py tests/test_websocket_wire.py \
-	  tests/test_websocket_pipe.py tests/test_jupyter_ws_client.py tests/test_jupyter_response.py \
+	  tests/test_websocket_pipe.py tests/test_websocket_client.py tests/test_jupyter_websocket.py \
+	  tests/test_jupyter_response.py \
 	  tests/test_jupyter.py tests/test_security_jupyter.py tests/test_comm_bridge.py \
 	  --deselect tests/test_http_protocol.py::test_big_bodies_go_kernel_side_and_the_connection_carries_on \
 	  --deselect tests/test_http_protocol.py::test_an_upstream_dying_mid_body_cuts_a_kernel_side_body
