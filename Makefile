@@ -58,13 +58,13 @@ $(LOWEST)/.installed: pyproject.toml .ci/lowest-constraints.py
 # jupyter_core warns about its paths unless JUPYTER_PLATFORM_DIRS is set.
 test-lowest: $(LOWEST)/.installed
 	JUPYTER_PLATFORM_DIRS=1 $(LOWEST)/bin/python -m pytest -p no:cacheprovider -q -m "not browser and not hub" \
-	  tests/test_headers.py tests/test_namespaces.py tests/test_app.py tests/test_transport.py tests/test_http.py \
-	  tests/test_http_respond.py tests/test_http_protocol.py tests/test_websocket.py tests/test_websocket_wire.py \
-	  tests/test_websocket_pipe.py tests/test_websocket_client.py tests/test_jupyter_websocket.py \
-	  tests/test_jupyter_response.py \
-	  tests/test_jupyter.py tests/test_security_jupyter.py tests/test_comm_bridge.py \
-	  --deselect tests/test_http_protocol.py::test_big_bodies_go_kernel_side_and_the_connection_carries_on \
-	  --deselect tests/test_http_protocol.py::test_an_upstream_dying_mid_body_cuts_a_kernel_side_body
+	  tests/sidecar/test_headers.py tests/test_namespaces.py tests/sidecar/test_app.py tests/transports/test_http.py tests/sidecar/relay/test_http.py \
+	  tests/protocols/test_http.py tests/protocols/test_http_big_bodies.py tests/sidecar/relay/test_websocket.py tests/transports/test_websocket_wire.py \
+	  tests/protocols/test_websocket.py tests/transports/test_websocket.py tests/jupyter/test_websocket.py \
+	  tests/jupyter/test_response.py \
+	  tests/jupyter/test_handler.py tests/jupyter/test_security.py tests/comm_bridge/test_widget.py \
+	  --deselect tests/protocols/test_http_big_bodies.py::test_big_bodies_go_kernel_side_and_the_connection_carries_on \
+	  --deselect tests/protocols/test_http_big_bodies.py::test_an_upstream_dying_mid_body_cuts_a_kernel_side_body
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-fund --no-audit --loglevel=error

@@ -1,4 +1,4 @@
-"""Fixtures and page scripts for the framework tests (tests/test_marimo.py, test_solara.py, test_shiny.py).
+"""Fixtures and page scripts for the framework tests (tests/frameworks/).
 
 The framework servers run from ``.venv-frameworks`` (``make
 .venv-frameworks/.installed``, a step of ``make test``): marimo, Solara,

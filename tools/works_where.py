@@ -64,9 +64,9 @@ def _marks(nodes: list[ast.expr]) -> list[tuple[str, str]]:
 
 
 def proofs(tests: Path = ROOT / "tests") -> dict[tuple[str, str], list[str]]:
-    """Each ``(env, route)`` with the test ids that prove it, from the marks in ``tests/test_*.py``."""
+    """Each ``(env, route)`` with the test ids that prove it, from the marks in ``tests/**/test_*.py``."""
     out: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for path in sorted(tests.glob("test_*.py")):
+    for path in sorted(tests.rglob("test_*.py")):
         module = ast.parse(path.read_text(encoding="utf-8"))
         module_marks = [
             mark

@@ -1,6 +1,6 @@
 // The interception's pure parts under node's test runner: the srcset and
 // text/event-stream parsers, and which URLs the routing table claims. The
-// patched browser APIs themselves are tested in Chromium (tests/test_intercept.py).
+// patched browser APIs themselves are tested in Chromium (tests/comm_bridge/test_intercept_browser.py).
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
