@@ -65,20 +65,22 @@ def connection(response: httpx.Response) -> Connection:
     return conn
 
 
-async def test_head_with_a_length_returns_at_once_and_the_pool_goes_on() -> None:
-    async def script(peer: Peer) -> None:
-        while True:
-            request = await peer.read_request(timeout=60)
-            if request.method == b"HEAD":
-                await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: text/plain\r\n\r\n")
-            else:
-                await peer.send(ok(b"after"))
+async def head_has_a_length(peer: Peer) -> None:
+    """Answer HEAD with ``Content-Length: 1000`` and no body, anything else with ``ok``, until the client leaves."""
+    while True:
+        request = await peer.read_request(timeout=60)
+        if request.method == b"HEAD":
+            await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: text/plain\r\n\r\n")
+        else:
+            await peer.send(ok(b"ok " + request.target))
 
-    async with ScriptedServer(script) as server, pool() as (_, client):
+
+async def test_head_with_a_length_returns_at_once_and_the_pool_goes_on() -> None:
+    async with ScriptedServer(head_has_a_length) as server, pool() as (_, client):
         r = await asyncio.wait_for(client.head(f"{server.url}/x"), 1)
         assert (r.status_code, r.headers["content-length"], r.content) == (200, "1000", b"")
         r = await asyncio.wait_for(client.get(f"{server.url}/y"), WAIT)
-        assert r.content == b"after"
+        assert r.content == b"ok /y"
 
 
 @pytest.mark.parametrize("split", [True, False], ids=["separate-writes", "one-write"])
@@ -257,17 +259,8 @@ async def test_a_connection_the_upstream_closed_while_idle_is_not_used() -> None
 
 async def test_the_sidecar_relays_head_and_a_stale_connection_without_a_fault(sidecar: str) -> None:
     """Through the sidecar: a GET that meets a stale connection gets 200; HEAD with a length answers at once."""
-
-    async def script(peer: Peer) -> None:
-        while True:
-            request = await peer.read_request(timeout=60)
-            if request.method == b"HEAD":
-                await peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
-            else:
-                await peer.send(ok(b"ok " + request.target))
-
     async with (
-        ScriptedServer(answer_once_then_drop, script) as server,
+        ScriptedServer(answer_once_then_drop, head_has_a_length) as server,
         httpx.AsyncClient(headers=AUTH, timeout=WAIT, trust_env=False) as client,
     ):
         assert (await client.get(f"{sidecar}/app/{server.port}/1")).content == b"first"
