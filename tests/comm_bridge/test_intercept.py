@@ -34,7 +34,7 @@ async def kernel() -> AsyncIterator[Kernel]:
 
 
 async def test_exports() -> None:
-    assert set(comm_bridge.__all__) == PROMISED
+    assert sorted(comm_bridge.__all__) == sorted(PROMISED)
     assert all(callable(getattr(comm_bridge, name)) for name in PROMISED)
 
 
