@@ -2,9 +2,11 @@
 
 The transport (``_transports/http.py``) sends one request at a time on a
 ``Connection`` and reads its response: headers first, then the body as an
-async iterator. Reading pauses while more than ``HIGH_WATER`` bytes wait for
-the consumer and resumes below ``LOW_WATER``; writing waits whenever the
-socket's buffer is full. Every failure surfaces as an httpx exception.
+async iterator. Responses are parsed by :class:`ResponseReader`, which the
+Jupyter adapter also uses on the bytes it reads through tornado. Reading
+pauses while more than ``HIGH_WATER`` bytes wait for the consumer and
+resumes below ``LOW_WATER``; writing waits whenever the socket's buffer is
+full. Every failure surfaces as an httpx exception.
 """
 
 from __future__ import annotations
@@ -69,11 +71,16 @@ class WriteFlow:
 
 
 class Connection(WriteFlow, asyncio.Protocol):
-    """A keep-alive connection to one upstream; one request at a time."""
+    """A keep-alive connection to one upstream; one request at a time.
+
+    Each response is parsed by a fresh :class:`ResponseReader`
+    (``response``); the connection adds what a socket it owns needs: the
+    body handed out as it arrives, reading paused above ``HIGH_WATER``, and
+    the connection's end turned into the body's end or an error.
+    """
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.on_lost: Callable[[Connection], object] | None = None
         self.closed = False
@@ -82,24 +89,25 @@ class Connection(WriteFlow, asyncio.Protocol):
         self._start(head_only=False)
 
     def _start(self, *, head_only: bool) -> None:
-        self.status = 0
-        self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self._framing: list[tuple[bytes, bytes]] = []  # the headers among them that may frame the body
+        self.response = ResponseReader(head_only=head_only)
         self.received_any = False
-        self._head_only = head_only
-        self._informational = False
-        self._headers_done = False
-        self._complete = False
-        self._keep_alive = False
-        self._until_eof = False
         self._error: httpx.TransportError | None = None
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._paused = False
-        self._length: int | None = None  # the body's Content-Length, when it has one and is not chunked
-        self._body_read = 0
         self._handed_over = False
+
+    @property
+    def status(self) -> int:
+        return self.response.status
+
+    @property
+    def reason(self) -> bytes:
+        return self.response.reason
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return self.response.headers
 
     @property
     def usable(self) -> bool:
@@ -109,21 +117,27 @@ class Connection(WriteFlow, asyncio.Protocol):
     @property
     def drained(self) -> bool:
         """The response's body is complete and all of it was handed out."""
-        return self._complete and not self._chunks
+        return self.response.complete and not self._chunks
 
     @property
     def reusable(self) -> bool:
         """The response was read to its end and both sides keep the connection."""
-        return self._complete and self._keep_alive and self._error is None and not (self.closed or self._head_only)
+        response = self.response
+        return (
+            response.complete
+            and response.keep_alive
+            and self._error is None
+            and not (self.closed or response.head_only or response.until_eof)
+        )
 
     @property
     def body_length(self) -> int | None:
         """The response body's Content-Length, if it has one and is not chunked."""
-        return self._length
+        return self.response.length
 
     def take_body(self) -> bytes | None:
         """The whole body at once, if it is complete and none of it was handed out; else None (nothing changed)."""
-        if not self._complete or self._error is not None or self._body_read != self._buffered:
+        if not self.response.complete or self._error is not None or self.response.body_read != self._buffered:
             return None
         chunks = self._chunks
         body = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
@@ -132,7 +146,7 @@ class Connection(WriteFlow, asyncio.Protocol):
         return body
 
     def hand_over(self) -> tuple[object, bytes, int] | None:
-        """Stop reading a fixed-length body here, for a kernel-side copy (``http_protocol``).
+        """Stop reading a fixed-length body here, for a kernel-side copy (``protocols/http.py``).
 
         Returns the socket (to read the rest from), the body bytes read but
         not handed out yet, and how many bytes of the body are still to come;
@@ -140,12 +154,13 @@ class Connection(WriteFlow, asyncio.Protocol):
         under way. The connection is not reused afterwards.
         """
         transport = self.transport
+        response = self.response
         if (
             transport is None
             or self.closed
-            or self._length is None
-            or not self._headers_done
-            or self._complete
+            or response.length is None
+            or not response.head
+            or response.complete
             or self._error is not None
             or self._handed_over
         ):
@@ -158,7 +173,7 @@ class Connection(WriteFlow, asyncio.Protocol):
         rest = b"".join(self._chunks)
         self._chunks.clear()
         self._buffered = 0
-        return sock, rest, self._length - self._body_read
+        return sock, rest, response.length - response.body_read
 
     # -- the request side -------------------------------------------------
 
@@ -199,7 +214,7 @@ class Connection(WriteFlow, asyncio.Protocol):
 
     async def _write(self, data: bytes) -> None:
         if self.closed or self.transport is None:
-            if self._headers_done:
+            if self.response.head:
                 return  # the upstream answered and left; its answer stands
             raise httpx.WriteError("The upstream closed the connection while the request was being sent.")
         self.transport.write(data)
@@ -209,7 +224,7 @@ class Connection(WriteFlow, asyncio.Protocol):
 
     async def wait_headers(self) -> None:
         """Return once the response's status and headers are in; raises what went wrong before that."""
-        while not self._headers_done:
+        while not self.response.head:
             if self._error is not None:
                 raise self._error
             await self._wait()
@@ -228,7 +243,7 @@ class Connection(WriteFlow, asyncio.Protocol):
                     self._paused = False
                     self.transport.resume_reading()
                 yield chunk
-            elif self._complete:
+            elif self.response.complete:
                 return
             elif self._error is not None:
                 raise self._error
@@ -277,10 +292,22 @@ class Connection(WriteFlow, asyncio.Protocol):
             self.close()  # an idle connection has nothing to say
             return
         self.received_any = True
+        response = self.response
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(httpx.RemoteProtocolError(f"The upstream sent a malformed response ({exc})."))
+            response.feed(data)
+        except httpx.RemoteProtocolError as exc:
+            self._fail(exc)
+        pieces = response.pieces
+        if pieces:
+            for piece in pieces:
+                self._buffered += len(piece)
+            self._chunks.extend(pieces)
+            pieces.clear()
+            if self._buffered >= HIGH_WATER and not self._paused and self.transport is not None:
+                self._paused = True
+                self.transport.pause_reading()
+        if response.head:
+            self._wake()
 
     def eof_received(self) -> bool:
         self._ended()
@@ -294,73 +321,12 @@ class Connection(WriteFlow, asyncio.Protocol):
             self.on_lost(self)
 
     def _ended(self) -> None:
-        if self.busy and not self._complete and self._error is None:
-            if self._headers_done and self._until_eof:
-                self._complete = True  # a body delimited by the connection's end
-            elif self._headers_done:
-                self._error = httpx.RemoteProtocolError("The upstream closed the connection mid-body.")
-            else:
-                self._error = httpx.RemoteProtocolError("The upstream closed the connection without a response.")
+        if self.busy and self._error is None:
+            try:
+                self.response.eof()
+            except httpx.RemoteProtocolError as exc:
+                self._error = exc
         self.closed = True
-        self._wake()
-
-    # -- httptools callbacks ---------------------------------------------
-
-    def on_message_begin(self) -> None:
-        if self._headers_done:
-            # A second response to one request: nothing of it is read, and
-            # the connection is not trusted again.
-            raise httpx.RemoteProtocolError("The upstream sent more than one response.")
-        self.reason = b""
-        self.headers = []
-        self._framing = []
-
-    def on_status(self, reason: bytes) -> None:
-        self.reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        if len(name) in _FRAMING_LENGTHS:
-            self._framing.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if status == 101:
-            raise httpx.RemoteProtocolError("The upstream switched protocols on a plain HTTP request.")
-        if status < 200:
-            self._informational = True  # 100 Continue and friends: the real answer follows
-            return
-        self.status = status
-        self._keep_alive = self.parser.should_keep_alive()
-        self._headers_done = True
-        if self._head_only:
-            self._complete = True
-        elif status not in (204, 304):
-            # RFC 9112 section 6.3: neither a length nor chunked last means until the end.
-            framing = self._framing
-            chunked = _chunked(framing)
-            lengths = {v.strip() for n, v in framing if n.lower() == b"content-length"}
-            self._until_eof = not (lengths or chunked)
-            if not chunked and len(lengths) == 1 and (length := lengths.pop()).isdigit():
-                self._length = int(length)
-        self._wake()
-
-    def on_body(self, body: bytes) -> None:
-        if self._complete:
-            return
-        self._body_read += len(body)
-        self._chunks.append(body)
-        self._buffered += len(body)
-        if self._buffered >= HIGH_WATER and not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
-        self._wake()
-
-    def on_message_complete(self) -> None:
-        if self._informational:
-            self._informational = False
-            return
-        self._complete = True
         self._wake()
 
 
@@ -377,8 +343,10 @@ class ResponseReader:
 
     def __init__(self, *, head_only: bool = False) -> None:
         self._parser = httptools.HttpResponseParser(self)
-        self._head_only = head_only
+        self.head_only = head_only
+        """A response to ``HEAD``: it ends with its headers, whatever they say of a body."""
         self._informational = False
+        self._framing: list[tuple[bytes, bytes]] = []  # the headers that may frame the body
         self.status = 0
         self.reason = b""
         self.version = ""
@@ -431,12 +399,15 @@ class ResponseReader:
             raise httpx.RemoteProtocolError("The upstream sent more than one response.")
         self.reason = b""
         self.headers = []
+        self._framing = []
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        if len(name) in _FRAMING_LENGTHS:
+            self._framing.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -450,11 +421,13 @@ class ResponseReader:
         self.version = parser.get_http_version()
         self.keep_alive = parser.should_keep_alive()
         self.head = True
-        if self._head_only or status in (204, 304):
+        if self.head_only or status in (204, 304):
             self.complete = True
             return
-        self.chunked = _chunked(self.headers)
-        lengths = {v.strip() for n, v in self.headers if len(n) == 14 and n.lower() == b"content-length"}
+        # RFC 9112 section 6.3: neither a length nor chunked last means until the end.
+        framing = self._framing
+        self.chunked = _chunked(framing)
+        lengths = {v.strip() for n, v in framing if n.lower() == b"content-length"}
         self.until_eof = not (lengths or self.chunked)
         if not self.chunked and len(lengths) == 1 and (length := lengths.pop()).isdigit():
             self.length = int(length)

@@ -593,7 +593,7 @@ async def test_a_response_closed_unread_after_reading_paused_leaves_a_working_co
     async with ScriptedServer(script) as server, pool() as (transport, client):
         r = await transport.handle_async_request(client.build_request("GET", f"{server.url}/big"))
         conn = connection(r)
-        await until(lambda: conn._complete)
+        await until(lambda: conn.response.complete)
         assert conn._paused and not conn.drained
         await r.aclose()
         r = await asyncio.wait_for(client.get(f"{server.url}/next"), WAIT)
