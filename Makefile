@@ -8,7 +8,7 @@ FRAMEWORKS ?= .venv-frameworks
 LOWEST ?= .venv-lowest
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test test-lowest lint bench bench-widgets docs docs-serve clean
+.PHONY: setup system-deps demo test test-lowest lint js bench bench-widgets docs docs-serve clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,12 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 setup: $(VENV)/.installed
+
+# The comm bridge's front end: comm_bridge/js/ bundled by esbuild into the one
+# file anywidget loads, comm_bridge/static/bridge.js (committed; a node test
+# fails when it is not a fresh build).
+js: node_modules/.installed
+	npm run --silent build
 
 # Debian's Chromium drives the browser tests (Playwright's own browser
 # download is not used); Node.js runs tsc, node --test and the Hub's proxy.

@@ -1,4 +1,4 @@
-"""Generate docs/reference/javascript.md from the JSDoc of ``window.__jupyter_loopback__`` in bridge.js.
+"""Generate docs/reference/javascript.md from the JSDoc of ``window.__jupyter_loopback__`` in comm_bridge/js/api.js.
 
 Every member of the object that ``api()`` builds and that carries a JSDoc
 comment is listed, with its parameters and description, in source order.
@@ -10,16 +10,16 @@ comment is listed, with its parameters and description, in source order.
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from _generated import generated_page_main
 
 __all__ = ["Member", "members", "render"]
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "comm_bridge" / "static" / "bridge.js"
+SOURCE = ROOT / "comm_bridge" / "js" / "api.js"
 PAGE = ROOT / "docs" / "reference" / "javascript.md"
 START, END = "<!-- js-reference:start -->", "<!-- js-reference:end -->"
 
@@ -79,25 +79,15 @@ def render(found: list[Member]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true")
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args(argv)
-    generated = render(members(SOURCE.read_text(encoding="utf-8")))
-    if not (args.write or args.check):
-        sys.stdout.write(generated)
-        return 0
-    page = PAGE.read_text(encoding="utf-8")
-    head, _, rest = page.partition(START)
-    _, _, tail = rest.partition(END)
-    wanted = f"{head}{START}\n{generated}{END}{tail}"
-    if args.check:
-        if wanted != page:
-            print(f"{PAGE.relative_to(ROOT)} is out of date: run python tools/js_reference.py --write", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(wanted, encoding="utf-8")
-    return 0
+    return generated_page_main(
+        argv,
+        description=__doc__.splitlines()[0],
+        page=PAGE,
+        start=START,
+        end=END,
+        generate=lambda: render(members(SOURCE.read_text(encoding="utf-8"))),
+        command="python tools/js_reference.py",
+    )
 
 
 if __name__ == "__main__":

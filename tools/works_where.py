@@ -11,11 +11,11 @@ differs from what the tests say (CI runs it through ``tests/test_docs.py``).
 
 from __future__ import annotations
 
-import argparse
 import ast
-import sys
 from collections import defaultdict
 from pathlib import Path
+
+from _generated import generated_page_main
 
 __all__ = ["ENVIRONMENTS", "ROUTES", "proofs", "table"]
 
@@ -103,33 +103,16 @@ def table(found: dict[tuple[str, str], list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(page: str, generated: str) -> str:
-    head, _, rest = page.partition(START)
-    _, _, tail = rest.partition(END)
-    return f"{head}{START}\n{generated}{END}{tail}"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="update docs/works-where.md")
-    parser.add_argument("--check", action="store_true", help="exit 1 if docs/works-where.md is out of date")
-    args = parser.parse_args(argv)
-    generated = table(proofs())
-    if not (args.write or args.check):
-        sys.stdout.write(generated)
-        return 0
-    page = PAGE.read_text(encoding="utf-8")
-    if START not in page or END not in page:
-        print(f"{PAGE} has no {START} … {END} section", file=sys.stderr)
-        return 1
-    wanted = render(page, generated)
-    if args.check:
-        if wanted != page:
-            print(f"{PAGE.relative_to(ROOT)} is out of date: run python tools/works_where.py --write", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(wanted, encoding="utf-8")
-    return 0
+    return generated_page_main(
+        argv,
+        description=__doc__.splitlines()[0],
+        page=PAGE,
+        start=START,
+        end=END,
+        generate=lambda: table(proofs()),
+        command="python tools/works_where.py",
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-// The comm bridge's ES module under node's test runner. A fake anywidget model
+// The comm bridge's ES module under node's test runner, as anywidget loads it:
+// the bundle comm_bridge/static/bridge.js (`?copy` imports a second copy, as
+// a page with two bridge widgets has). A fake anywidget model
 // stands in for the comm; each test plays the kernel by answering what the
 // module sends, with the message shapes of comm_bridge/protocol.py.
 import assert from "node:assert/strict";

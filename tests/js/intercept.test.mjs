@@ -4,7 +4,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { EventStream, Interceptor, parseSrcset, serializeSrcset } from "../../comm_bridge/static/bridge.js";
+import { EventStream } from "../../comm_bridge/js/eventsource.js";
+import { parseSrcset, serializeSrcset } from "../../comm_bridge/js/images.js";
+import { Interceptor } from "../../comm_bridge/js/intercept.js";
 
 test("parseSrcset splits candidates as the HTML parser does", () => {
   assert.deepEqual(parseSrcset("a.png 1x, b.png 2x"), [
