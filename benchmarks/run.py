@@ -14,13 +14,16 @@ Routes (rows), all to the same tests/upstream.py on 127.0.0.1:
 With ``--compare REV`` two more rows run the source tree of commit REV (the
 sidecar, and the full chain: a ``jupyter server`` whose adapter comes from
 that tree), and a table gives the current full chain's figures over REV's,
-each within 10% or not.
+each within 10% or not. With ``--without NAME`` one more row runs the full
+chain with the fast path NAME switched off (``JUPYTER_LOOPBACK_FASTPATHS``,
+loopback_asgi/fastpaths.py), and a table gives what the fast path is worth:
+each full-chain figure with it over without it.
 
 Measurements go round the rows in turns, so a burst of load on this shared
 machine hits every row alike. A route that fails a measurement is recorded as
 "fails" with the reason; the run goes on.
 
-    .venv/bin/python benchmarks/run.py [--quick] [--write-docs] [--no-peers] [--compare REV]
+    .venv/bin/python benchmarks/run.py [--quick] [--write-docs] [--no-peers] [--compare REV] [--without NAME]
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ import measure
 import report
 import servers
 from measure import MeasureError, Row
+
+from loopback_asgi import fastpaths
 
 # How far a full-chain figure may move against the compared commit's (as a fraction).
 TOLERANCE = 0.10
@@ -169,10 +174,12 @@ class Bench:
         row.base = f"{base}/app/{up}"
         self.verify(row, proc, root)
 
-    async def start_chain(self, row: Row, root: Path, up: int) -> None:
+    async def start_chain(self, row: Row, root: Path, up: int, env: dict[str, str] | None = None) -> None:
         """A ``jupyter server`` whose adapter (and so the sidecar it launches) comes from the tree ``root``."""
         try:
-            proc, base = servers.start_jupyter(sys.executable, servers.project_extensions(root), pythonpath=str(root))
+            proc, base = servers.start_jupyter(
+                sys.executable, servers.project_extensions(root), pythonpath=str(root), env=env
+            )
             self.procs.append(proc)
             self.verify(row, proc, root)
             if row.skip:
@@ -183,10 +190,14 @@ class Bench:
                 self.record("first", row, elapsed)
             else:
                 row.skip = f"skipped: adapter not available (GET /loopback/app/{up}/json answered {status})"
-            for n, (cwd, pythonpath) in enumerate(servers.launched_sidecars(proc)):
+            for n, (cwd, environ) in enumerate(servers.launched_sidecars(proc)):
+                pythonpath = environ.get("PYTHONPATH", "")
                 self.loaded[f"{row.key}'s sidecar{f' {n + 1}' if n else ''}"] = f"PYTHONPATH {pythonpath} (cwd {cwd})"
                 if pythonpath != str(root):
                     row.skip = f"skipped: its sidecar runs with PYTHONPATH {pythonpath or 'unset'}, not {root}"
+                for name, value in (env or {}).items():
+                    if environ.get(name) != value:
+                        row.skip = f"skipped: its sidecar runs without {name}={value}"
         except (RuntimeError, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
             row.skip = f"skipped: adapter not available ({why(exc)})"
 
@@ -207,6 +218,10 @@ class Bench:
             self.rows += [rev_sidecar, rev_chain]
             await self.start_sidecar(rev_sidecar, tree, up)
             await self.start_chain(rev_chain, tree, up)
+        if self.args.without:
+            off = Row("chain_without", f"full chain, {self.args.without} off", "", auth)
+            self.rows.append(off)
+            await self.start_chain(off, servers.ROOT, up, env={fastpaths.ENV: self.args.without})
 
         jsp = Row("jsp", "jupyter-server-proxy 4.6", "", auth)
         old = Row("peer033", "jupyter-loopback 0.3.3", "", auth)
@@ -296,6 +311,12 @@ class Bench:
                 "tolerance": TOLERANCE,
                 "ratios": compare(self.results),
             }
+        if self.args.without:
+            record["without"] = {
+                "fastpath": self.args.without,
+                "tolerance": TOLERANCE,
+                "ratios": compare(self.results, against="chain_without"),
+            }
         out = servers.HERE / "results"
         out.mkdir(exist_ok=True)
         path = out / f"http-{started:%Y%m%dT%H%M%S}.json"
@@ -304,8 +325,8 @@ class Bench:
         return record
 
 
-def compare(results: report.Results) -> list[dict[str, Any]]:
-    """Each full-chain figure over the compared commit's, and whether it stays within ``TOLERANCE``.
+def compare(results: report.Results, against: str = "rev_chain") -> list[dict[str, Any]]:
+    """Each full-chain figure over the row ``against``'s, and whether it stays within ``TOLERANCE``.
 
     A throughput may not fall below (1 − TOLERANCE)× the old one, a latency may not
     rise above (1 + TOLERANCE)×; a figure either side lacks has verdict "—".
@@ -313,7 +334,7 @@ def compare(results: report.Results) -> list[dict[str, Any]]:
     out = []
     for metric in report.METRICS:
         values = results.get(metric.key, {})
-        new, old = values.get("chain"), values.get("rev_chain")
+        new, old = values.get("chain"), values.get(against)
         if new is None and old is None:
             continue
         ratio = new / old if isinstance(new, float) and isinstance(old, float) and old else None
@@ -327,6 +348,17 @@ def compare(results: report.Results) -> list[dict[str, Any]]:
     return out
 
 
+def ratio_rows(ratios: list[dict[str, Any]]) -> list[str]:
+    """One Markdown table row per figure of a :func:`compare` list: new, old, new / old, verdict."""
+    lines = []
+    for item in ratios:
+        metric = m(item["metric"])
+        cells = [report.fmt(metric, v) if v is not None else "—" for v in (item["new"], item["old"])]
+        ratio = f"{item['ratio']:.2f}" if item["ratio"] is not None else "—"
+        lines.append(f"| {metric.label} | {cells[0]} | {cells[1]} | {ratio} | {item['verdict']} |")
+    return lines
+
+
 def compare_table(record: dict[str, Any]) -> str:
     """The ``--compare`` section: the full chain now against the compared commit, as Markdown."""
     info = record["compare"]
@@ -337,14 +369,26 @@ def compare_table(record: dict[str, Any]) -> str:
         "",
         f"| full-chain figure | now | at {short} | now / {short} | verdict |",
         "|---|---|---|---|---|",
+        *ratio_rows(info["ratios"]),
     ]
-    for item in info["ratios"]:
-        metric = m(item["metric"])
-        cells = [report.fmt(metric, v) if v is not None else "—" for v in (item["new"], item["old"])]
-        ratio = f"{item['ratio']:.2f}" if item["ratio"] is not None else "—"
-        lines.append(f"| {metric.label} | {cells[0]} | {cells[1]} | {ratio} | {item['verdict']} |")
     lines += ["", "Where each process imported `loopback_asgi` from:", ""]
     lines += [f"- {key}: `{where}`" for key, where in info["loaded"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def without_table(record: dict[str, Any]) -> str:
+    """The ``--without`` section: the full chain with a fast path against the full chain without it."""
+    info = record["without"]
+    name = info["fastpath"]
+    lines = [
+        f"What the fast path `{name}` is worth: the full chain with it against the full chain with it "
+        f"switched off, measured in the same turns; PASS = no more than {info['tolerance']:.0%} worse "
+        "with it (a gain shows as a ratio above 1 for throughputs, below 1 for latencies):",
+        "",
+        "| full-chain figure | with | without | with / without | verdict |",
+        "|---|---|---|---|---|",
+        *ratio_rows(info["ratios"]),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -358,6 +402,7 @@ def render(record: dict[str, Any]) -> tuple[str, str, str]:
     chart = f"![Each route against direct]({DOCS_SVG.relative_to(DOCS.parent)})"
     meaning = report.user_figures(results)
     compared = f"\n{compare_table(record)}" if "compare" in record else ""
+    compared += f"\n{without_table(record)}" if "without" in record else ""
     return (
         f"{record['meta']}\n\n{chart}\n\nWhat the full chain's figures mean for a user:\n\n{meaning}\n\n{tables}\n"
         f"{compared}",
@@ -408,6 +453,12 @@ def main() -> int:
         "--compare",
         metavar="REV",
         help="also run commit REV's sidecar and full chain in the same turns, and give now / REV per full-chain figure",
+    )
+    parser.add_argument(
+        "--without",
+        metavar="NAME",
+        choices=sorted(fastpaths.FASTPATHS),
+        help="also run the full chain with the fast path NAME switched off, and give with / without per figure",
     )
     parser.add_argument(
         "--check-docs", action="store_true", help="exit 1 unless the docs show the saved run of docs/data/ exactly"

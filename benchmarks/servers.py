@@ -51,9 +51,17 @@ class Proc:
     popen: subprocess.Popen[str]
     match: re.Match[str]
     lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None  # reads the output to its end, then closes the pipe
 
     def stop(self) -> None:
         """SIGTERM the process group, wait up to 10 s, then SIGKILL whatever is left in it."""
+        try:
+            self._stop()
+        finally:
+            if self.reader is not None:
+                self.reader.join(10)
+
+    def _stop(self) -> None:
         try:
             os.killpg(self.popen.pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -92,22 +100,24 @@ def start(
 
     def read() -> None:
         assert popen.stdout is not None
-        for line in popen.stdout:
-            if len(lines) < 2000:
-                lines.append(line)
-            if not found and (m := pattern.search(line)):
-                found.append(m)
-                event.set()
+        with popen.stdout:
+            for line in popen.stdout:
+                if len(lines) < 2000:
+                    lines.append(line)
+                if not found and (m := pattern.search(line)):
+                    found.append(m)
+                    event.set()
         event.set()
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     if not event.wait(timeout) or not found:
-        proc = Proc(popen, re.match("", ""), lines)
+        proc = Proc(popen, re.match("", ""), lines, reader)
         proc.stop()
         tail = "".join(lines[-15:])
         shown = " ".join([arg for arg in cmd[1:] if arg not in ("-c", PROBE)][:2])
         raise RuntimeError(f"{Path(cmd[0]).name} {shown} did not become ready:\n{tail}")
-    return Proc(popen, found[0], lines)
+    return Proc(popen, found[0], lines, reader)
 
 
 def free_port() -> int:
@@ -199,8 +209,8 @@ def materialise(rev: str) -> Iterator[tuple[Path, str]]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def launched_sidecars(proc: Proc) -> list[tuple[str, str]]:
-    """The working directory and PYTHONPATH of each sidecar a Jupyter server launched: where it imports from.
+def launched_sidecars(proc: Proc) -> list[tuple[str, dict[str, str]]]:
+    """The working directory and environment of each sidecar a Jupyter server launched: how it runs.
 
     They are the ``loopback_asgi.cli`` processes in the server's process group (Linux ``/proc``).
     """
@@ -217,17 +227,22 @@ def launched_sidecars(proc: Proc) -> list[tuple[str, str]]:
             cwd = os.readlink(entry / "cwd")
         except (OSError, ValueError):
             continue  # gone, or not ours to read
-        pythonpath = next((item[11:].decode() for item in environ if item.startswith(b"PYTHONPATH=")), "")
-        found.append((cwd, pythonpath))
+        pairs = (item.decode(errors="replace").partition("=") for item in environ if b"=" in item)
+        found.append((cwd, {name: value for name, _, value in pairs}))
     return found
 
 
 def start_jupyter(
-    python: str, extensions: dict[str, dict[str, object]], *, pythonpath: str | None = None
+    python: str,
+    extensions: dict[str, dict[str, object]],
+    *,
+    pythonpath: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[Proc, str]:
     """A ``jupyter server`` on 127.0.0.1 with token auth and its own config/data/runtime dirs.
 
-    ``extensions`` are written as ``jupyter_server_config.d`` files (name -> JSON).
+    ``extensions`` are written as ``jupyter_server_config.d`` files (name -> JSON);
+    ``env`` adds to its environment (and so to the sidecar's it launches).
     Returns once it logs "is running at", which comes just before it listens.
     """
     tmp = Path(tempfile.mkdtemp(prefix="bench-jupyter-"))
@@ -238,7 +253,8 @@ def start_jupyter(
     (tmp / "root").mkdir()
     port = free_port()
     bindir = str(Path(python).parent)
-    env = clean_env(
+    environment = clean_env(
+        **(env or {}),
         JUPYTER_CONFIG_DIR=str(tmp / "config"),
         JUPYTER_DATA_DIR=str(tmp / "data"),
         JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
@@ -258,7 +274,7 @@ def start_jupyter(
     ]
     # Not from the checkout: ``python -m`` puts the working directory first on
     # sys.path, where this project's ``jupyter_loopback`` would shadow 0.3.3's.
-    proc = start(cmd, r"is running at", env=env, timeout=90, cwd=tmp)
+    proc = start(cmd, r"is running at", env=environment, timeout=90, cwd=tmp)
     return proc, f"http://127.0.0.1:{port}"
 
 

@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import httpx
 import pytest
+
+from loopback_asgi import fastpaths
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,3 +51,20 @@ def test_a_commits_tree_runs_its_own_code_and_is_removed_afterwards() -> None:
 def test_a_name_that_is_no_commit_is_one_sentence() -> None:
     with pytest.raises(servers.RevError, match="names no commit"), servers.materialise("no-such-rev-0123"):
         pass
+
+
+def test_a_without_rows_sidecar_runs_with_the_fast_path_switched_off() -> None:
+    """``--without NAME``: the switch reaches the sidecar the row's Jupyter server launches, and the run sees it."""
+    upstream, port = servers.start_upstream()
+    jupyter, base = servers.start_jupyter(
+        sys.executable, servers.project_extensions(), pythonpath=str(ROOT), env={fastpaths.ENV: "sidecar_ws_pipe"}
+    )
+    try:
+        auth = {"Authorization": f"token {servers.TOKEN}"}
+        assert httpx.get(f"{base}/loopback/app/{port}/json", headers=auth, timeout=60).status_code == 200
+        ((_, environ),) = servers.launched_sidecars(jupyter)
+        assert environ[fastpaths.ENV] == "sidecar_ws_pipe"
+        assert environ["PYTHONPATH"] == str(ROOT)
+    finally:
+        jupyter.stop()
+        upstream.stop()
