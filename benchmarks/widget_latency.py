@@ -20,16 +20,13 @@ figure, in several rounds, so a change in the machine's load falls on both.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
-import socket
 import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -40,12 +37,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.comm_fixtures import CHROMIUM, CHROMIUM_ARGS, RUN_CELLS  # noqa: E402
-from tests.conftest import start  # noqa: E402
+from tests.browser_fixtures import CHROMIUM, CHROMIUM_ARGS, Lab, start_lab  # noqa: E402
+from tests.comm_fixtures import RUN_CELLS  # noqa: E402
 from tests.jupyter_fixtures import _cmdline, tree_pids  # noqa: E402
 from tests.nodelay_probe import kernel_info, tcp_sockets  # noqa: E402
 
-TOKEN = "widget-bench-token-3d9a"
 DOCS = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- widget-results:start -->", "<!-- widget-results:end -->"
 TARGET = 0.35  # Nagle off at 0 B, as a fraction of Nagle on
@@ -114,46 +110,15 @@ ROWS = [
 SETUPS = {"Nagle on (switch off)": ["--Loopback.kernel_websocket_nodelay=False"], "Nagle off (default)": []}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
-def lab(home: Path, extra: list[str]) -> Iterator[tuple[str, int]]:
-    """``jupyter lab`` on a free port with isolated settings; yields its URL (ending in ``/``) and pid."""
-    root, config = home / "root", home / "config"
-    root.mkdir(parents=True)
-    config.mkdir()
-    page = {"page_config_data": {"buildCheck": False, "buildAvailable": False}}
-    (config / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"tornado_settings": page}}))
-    cell: dict[str, Any] = {"cell_type": "code", "metadata": {}, "source": CELL, "outputs": [], "execution_count": None}
-    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb = {"cells": [cell], "metadata": {"kernelspec": kernelspec}, "nbformat": 4, "nbformat_minor": 5}
-    (root / "bench.ipynb").write_text(json.dumps(nb))
-    cmd = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={_free_port()}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}",
-        f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        f"--LabApp.workspaces_dir={home / 'workspaces'}", f"--LabApp.user_settings_dir={home / 'settings'}", *extra,
-    ]  # fmt: skip
-    env = {"JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(home), "PYTHONPATH": str(ROOT)}
-    proc = start(cmd, r"(http://127\.0\.0\.1:\d+/)lab", env=env, timeout=90)
+def lab(home: Path, extra: list[str]) -> Iterator[Lab]:
+    """JupyterLab (tests/browser_fixtures.py's ``start_lab``) with the bench notebook in its root."""
+    server = start_lab(home, *extra)
     try:
-        url = proc.match[1]
-        for _ in range(150):  # bounded: the REST API answers soon after the URL is printed
-            try:
-                urllib.request.urlopen(f"{url}api/status?token={TOKEN}", timeout=5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError("JupyterLab did not answer /api/status:\n" + "".join(proc.output))
-        yield url, proc.pid
+        server.notebook("bench.ipynb", CELL)
+        yield server
     finally:
-        proc.stop()
+        server.proc.stop()
 
 
 def _conns(pids: list[int]) -> list[tuple[int, int, bool]]:
@@ -186,26 +151,25 @@ def legs(server_pid: int, port: int) -> str:
     )
 
 
-def open_page(browser: Any, url: str) -> Any:
+def open_page(browser: Any, server: Lab) -> Any:
     """The notebook, run, with the echo widget and the bridge ready in the page."""
     page = browser.new_page()
     page.set_default_timeout(120_000)
-    page.goto(f"{url}lab/tree/bench.ipynb?token={TOKEN}")
+    page.goto(f"{server.url}lab/tree/bench.ipynb?token={server.token}")
     page.wait_for_function("() => window.jupyterapp?.shell.currentWidget?.context?.path === 'bench.ipynb'")
     page.evaluate(RUN_CELLS, 120_000)
     page.wait_for_function("() => window.__widget_echo__ && window.__jupyter_loopback__?.registry.models.length > 0")
     return page
 
 
-def kernel_info_rtts(url: str, n: int, warmup: int) -> list[float]:
+def kernel_info_rtts(server: Lab, n: int, warmup: int) -> list[float]:
     """``kernel_info`` round trips from Python over a websocket of its own to the notebook's kernel; ms each."""
     from websockets.sync.client import connect
 
-    with urllib.request.urlopen(f"{url}api/sessions?token={TOKEN}", timeout=10) as response:
-        kernel = json.load(response)[0]["kernel"]["id"]
-    ws_url = url.replace("http://", "ws://", 1) + f"api/kernels/{kernel}/channels?session_id={uuid.uuid4().hex}"
+    kernel = server.api("GET", "api/sessions")[0]["kernel"]["id"]
+    ws_url = server.url.replace("http://", "ws://", 1) + f"api/kernels/{kernel}/channels?session_id={uuid.uuid4().hex}"
     out = []
-    with connect(ws_url, additional_headers={"Authorization": f"token {TOKEN}"}, proxy=None) as ws:
+    with connect(ws_url, additional_headers={"Authorization": f"token {server.token}"}, proxy=None) as ws:
         for i in range(warmup + n):
             started = time.perf_counter()
             kernel_info(ws, None)
@@ -226,17 +190,17 @@ def measure(rounds: int, n: int, warmup: int) -> tuple[dict[str, dict[str, list[
         }
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            pages = {setup: open_page(browser, url) for setup, (url, _) in labs.items()}
+            pages = {setup: open_page(browser, server) for setup, server in labs.items()}
             found = {}
-            for setup, (url, pid) in labs.items():
-                found[setup] = legs(pid, int(url.rsplit(":", 1)[1].strip("/")))
+            for setup, server in labs.items():
+                found[setup] = legs(server.proc.pid, server.port)
                 print(f"{setup}: TCP_NODELAY on {found[setup]}", flush=True)
             for r in range(rounds):
                 for row, kind, size in ROWS:
                     for setup, page in pages.items():  # the two setups back to back: the same load falls on both
                         arg = {"kind": kind, "size": size, "n": n, "warmup": warmup}
                         if kind == "kernel_info":
-                            got = kernel_info_rtts(labs[setup][0], n, warmup)
+                            got = kernel_info_rtts(labs[setup], n, warmup)
                         else:
                             got = page.evaluate(MEASURE, arg)
                         samples[setup][row] += got

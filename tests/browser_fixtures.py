@@ -1,5 +1,7 @@
 """A real JupyterLab and Debian's Chromium, for the browser tests.
 
+:func:`start_lab` is the one way the tests and benchmarks start JupyterLab
+(any venv, server extensions on or off, a base URL, extra environment).
 One JupyterLab server and one browser per session; each test gets a fresh
 browser context, writes its notebook into the server's root, opens it, runs
 every cell through JupyterLab's own command and looks inside the output
@@ -13,19 +15,21 @@ import os
 import re
 import socket
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import nbformat
 import pytest
 
 from .conftest import ROOT, Proc, start
+from .security_fixtures import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = ROOT / "test-artifacts"
 LAB_TOKEN = "browser-test-token-5f1c"
 # A kernel the Jupyter route is hidden from: the comm bridge path.
@@ -38,16 +42,27 @@ FILE_BLOCK = re.compile(r"^```python\n# (\S+\.py)\n(.*?)^```\n", re.S | re.M)
 
 @dataclass
 class Lab:
-    """A running JupyterLab: ``url`` ends with ``/``; notebooks go under ``root``."""
+    """A running JupyterLab (:func:`start_lab`): ``url`` ends with ``/``; notebooks go under ``root``."""
 
     url: str
     root: Path
     proc: Proc
+    token: str = LAB_TOKEN
+
+    @property
+    def port(self) -> int:
+        return int(urlsplit(self.url).port or 0)
 
     def api(self, method: str, path: str) -> Any:
-        response = httpx.request(method, self.url + path, headers={"Authorization": f"token {LAB_TOKEN}"}, timeout=10)
+        headers = {"Authorization": f"token {self.token}"}
+        response = httpx.request(method, self.url + path, headers=headers, timeout=10, trust_env=False)
         response.raise_for_status()
         return response.json() if response.content else None
+
+    def notebook(self, name: str, source: str) -> str:
+        """Write a one-cell notebook ``name`` under ``root``; its URL, with the token."""
+        write_notebook(self, name, [("code", source)])
+        return f"{self.url}lab/tree/{name}?token={self.token}"
 
     def shutdown_kernels(self) -> None:
         for session in self.api("GET", "api/sessions"):
@@ -97,12 +112,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _write_config(home: Path) -> dict[str, str]:
+def _write_config(home: Path, python: str) -> dict[str, str]:
     """Isolated Jupyter dirs: a kernel with no route, and no dialogs over the notebook."""
     spec = home / "data" / "kernels" / NO_ROUTE_KERNEL
     spec.mkdir(parents=True)
     kernel = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python 3 (no Jupyter route)",
         "language": "python",
         "env": {"JUPYTER_LOOPBACK_DISABLE": "1"},
@@ -116,7 +131,59 @@ def _write_config(home: Path) -> dict[str, str]:
     notification = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notification.parent.mkdir(parents=True)
     notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    return {"JUPYTER_PATH": str(home / "data"), "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(home)}
+    return {
+        "JUPYTER_PATH": str(home / "data"),
+        "JUPYTER_CONFIG_DIR": str(config),
+        "JUPYTER_RUNTIME_DIR": str(home),
+        "JUPYTER_LOOPBACK_ROUTE": "",  # none inherited from the shell that runs the tests
+    }
+
+
+def start_lab(
+    home: Path,
+    *args: str,
+    python: str = sys.executable,
+    base_url: str = "/",
+    extensions: Mapping[str, bool] | None = None,
+    env: Mapping[str, str] | None = None,
+    token: str = LAB_TOKEN,
+) -> Lab:
+    """``python -m jupyterlab`` on a free 127.0.0.1 port, its dirs under ``home``, ready when ``/api/status`` answers.
+
+    ``python`` picks the venv (its server extensions and kernels);
+    ``extensions`` turns server extensions on or off by module name
+    (``{"loopback_asgi": False}``); ``env`` adds to the isolated Jupyter
+    dirs' variables (``PYTHONPATH`` is this checkout unless given). The
+    caller stops ``lab.proc``; a server that never answers is stopped here.
+    """
+    root = home / "root"
+    root.mkdir(parents=True)
+    switches = [f"--ServerApp.jpserver_extensions={name}={on}" for name, on in (extensions or {}).items()]
+    cmd = [
+        python, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={_free_port()}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+        f"--ServerApp.base_url={base_url}", f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        f"--LabApp.workspaces_dir={home / 'workspaces'}", f"--LabApp.user_settings_dir={home / 'settings'}",
+        *switches, *args,
+    ]  # fmt: skip
+    full_env = {**_write_config(home, python), **(env or {})}
+    proc = start(cmd, rf"(http://127\.0\.0\.1:\d+{re.escape(base_url)})lab", env=full_env, timeout=90)
+    lab = Lab(proc.match[1], root, proc, token)
+
+    def answers() -> bool:
+        try:
+            lab.api("GET", "api/status")
+        except httpx.HTTPError:
+            return False
+        return True
+
+    # The REST API answers soon after the URL is printed.
+    if not wait_until(answers, 30, interval=0.2):
+        proc.stop()
+        raise RuntimeError("JupyterLab did not answer /api/status:\n" + "".join(proc.output))
+    return lab
 
 
 def install_doc_library(site: Path) -> None:
@@ -141,34 +208,14 @@ def install_doc_library(site: Path) -> None:
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """``jupyter lab`` on a free 127.0.0.1 port, ready when ``/api/status`` answers."""
+    """JupyterLab (:func:`start_lab`) with the library of docs/recipes/library-authors.md installed."""
     home = tmp_path_factory.mktemp("lab")
-    root, site = home / "root", home / "site"
-    root.mkdir()
+    site = home / "site"
     site.mkdir()
     install_doc_library(site)
-    env = {**_write_config(home), "PYTHONPATH": f"{ROOT}{os.pathsep}{site}"}
-    port = _free_port()
-    cmd = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={LAB_TOKEN}",
-        f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        f"--LabApp.workspaces_dir={home / 'workspaces'}", f"--LabApp.user_settings_dir={home / 'settings'}",
-    ]  # fmt: skip
-    proc = start(cmd, r"(http://127\.0\.0\.1:\d+/)lab", env=env, timeout=90)
-    server = Lab(proc.match[1], root, proc)
-    for _ in range(150):  # bounded: the REST API answers soon after the URL is printed
-        try:
-            server.api("GET", "api/status")
-            break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.stop()
-        pytest.fail("JupyterLab did not answer /api/status:\n" + "".join(proc.output))
+    server = start_lab(home, env={"PYTHONPATH": f"{ROOT}{os.pathsep}{site}"})
     yield server
-    proc.stop()
+    server.proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -181,10 +228,7 @@ def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make system-deps).")
     with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 

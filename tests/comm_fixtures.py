@@ -33,6 +33,8 @@ from jupyter_client.manager import AsyncKernelManager
 
 from comm_bridge.protocol import ACK_BYTES, ACK_MESSAGES, CHUNK, FRAME_COST, WINDOW
 
+from .browser_fixtures import CHROMIUM, CHROMIUM_ARGS, Lab, start_lab
+
 ROOT = Path(__file__).resolve().parent.parent
 BATCH_FRAMES = 64  # as bridge.js
 Custom = Callable[[dict[str, Any], list[memoryview]], None]
@@ -526,72 +528,19 @@ async def kernel_upstream(bridge_kernel: Kernel) -> int:
     return await bridge_kernel.upstream()
 
 
-LAB_TOKEN = "comm-bridge-lab-token-81c2"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
 # The notebook the browser test runs: the bridge, a handler, and an upstream
 # started by the kernel, whose port and pid the cell prints.
 LAB_CELL = ENABLE + UPSTREAM.format(python=sys.executable, root=str(ROOT)).replace("print(", "print('UPSTREAM', ")
 
 
-@dataclass
-class Lab:
-    """A running ``jupyter lab``: ``url`` ends with ``/``; notebooks go under ``root``."""
-
-    url: str
-    root: Path
-    proc: Any
-
-    def notebook(self, name: str, source: str) -> str:
-        cell = {"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None}
-        kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        nb = {"cells": [cell], "metadata": {"kernelspec": kernelspec}, "nbformat": 4, "nbformat_minor": 5}
-        (self.root / name).write_text(json.dumps(nb))
-        return f"{self.url}lab/tree/{name}?token={LAB_TOKEN}"
-
-
 @pytest.fixture(scope="module")
 def comm_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """``jupyter lab`` on a free 127.0.0.1 port with isolated settings, ready when ``/api/status`` answers."""
-    import socket
-    import time
-    import urllib.request
-
-    from tests.conftest import start
-
-    home = tmp_path_factory.mktemp("comm-lab")
-    root, config = home / "root", home / "config"
-    root.mkdir()
-    config.mkdir()
-    # No "build recommended" dialog over the notebook.
-    page = {"page_config_data": {"buildCheck": False, "buildAvailable": False}}
-    (config / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"tornado_settings": page}}))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={LAB_TOKEN}",
-        f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        f"--LabApp.workspaces_dir={home / 'workspaces'}", f"--LabApp.user_settings_dir={home / 'settings'}",
-    ]  # fmt: skip
-    env = {"JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(home), "PYTHONPATH": str(ROOT)}
-    proc = start(cmd, r"(http://127\.0\.0\.1:\d+/)lab", env=env, timeout=90)
-    lab = Lab(proc.match[1], root, proc)
+    """JupyterLab (:func:`tests.browser_fixtures.start_lab`) for this module."""
+    lab = start_lab(tmp_path_factory.mktemp("comm-lab"))
     try:
-        for _ in range(150):  # bounded: the REST API answers soon after the URL is printed
-            try:
-                urllib.request.urlopen(f"{lab.url}api/status?token={LAB_TOKEN}", timeout=5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError("JupyterLab did not answer /api/status:\n" + "".join(proc.output))
         yield lab
     finally:
-        proc.stop()
+        lab.proc.stop()
 
 
 # Open the notebook's kernel session and run its cells with JupyterLab's own

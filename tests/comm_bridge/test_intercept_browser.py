@@ -13,7 +13,7 @@ interception fails the test instead of quietly working.
 
 from __future__ import annotations
 
-import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser_fixtures import LAB_TOKEN, RUN_ALL, Lab, _free_port, _write_config, write_notebook
+from tests.browser_fixtures import RUN_ALL, Lab, start_lab, write_notebook
 from tests.conftest import ROOT, Proc, start
 
 EXTENSION = """
@@ -91,38 +91,15 @@ def upstreams() -> Iterator[tuple[int, int, int, int]]:
 def itest_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """JupyterLab with a server extension that mounts 0.3.x's ``itest-proxy`` route."""
     home = tmp_path_factory.mktemp("intercept-lab")
-    root, site = home / "root", home / "site"
-    root.mkdir()
+    site = home / "site"
     site.mkdir()
     (site / "itest_ext.py").write_text(EXTENSION)
-    env = _write_config(home)
-    enabled = {"ServerApp": {"jpserver_extensions": {"itest_ext": True}}}
-    (home / "config" / "jupyter_server_config.d").mkdir()
-    (home / "config" / "jupyter_server_config.d" / "itest.json").write_text(json.dumps(enabled))
-    env["PYTHONPATH"] = f"{ROOT}:{site}"
-    cmd = [
-        str(ROOT / ".venv/bin/python"), "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={_free_port()}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={LAB_TOKEN}",
-        f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        f"--LabApp.workspaces_dir={home / 'workspaces'}", f"--LabApp.user_settings_dir={home / 'settings'}",
-    ]  # fmt: skip
-    proc = start(cmd, r"(http://127\.0\.0\.1:\d+/)lab", env=env, timeout=90)
-    lab = Lab(proc.match[1], root, proc)
+    env = {"PYTHONPATH": f"{ROOT}{os.pathsep}{site}"}
+    lab = start_lab(home, python=str(ROOT / ".venv/bin/python"), extensions={"itest_ext": True}, env=env)
     try:
-        for _ in range(150):  # bounded: the REST API answers soon after the URL is printed
-            try:
-                lab.api("GET", "api/status")
-                break
-            except httpx.HTTPError:
-                import time
-
-                time.sleep(0.2)
-        else:
-            pytest.fail("JupyterLab did not answer /api/status:\n" + "".join(proc.output))
         yield lab
     finally:
-        proc.stop()
+        lab.proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +123,7 @@ def page(itest_lab: Lab, browser: Any, upstreams: tuple[int, int, int, int]) -> 
 
     context.route("**/*", gate)
     page.on("websocket", lambda ws: opened.sockets.append(ws.url))
-    page.goto(f"{itest_lab.url}lab/tree/intercept.ipynb?reset&token={LAB_TOKEN}")
+    page.goto(f"{itest_lab.url}lab/tree/intercept.ipynb?reset&token={itest_lab.token}")
     page.wait_for_function("() => window.jupyterapp?.shell.currentWidget?.context?.path === 'intercept.ipynb'")
     errors = page.evaluate(RUN_ALL, 120_000)
     assert not errors, errors

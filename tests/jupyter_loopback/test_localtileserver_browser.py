@@ -25,15 +25,11 @@ from typing import Any
 
 import pytest
 
-from tests.browser_fixtures import ARTIFACTS, RUN_ALL, RUN_TIMEOUT_MS
-from tests.compat_fixtures import compat_python, start_compat_server  # noqa: F401
-from tests.jupyter_fixtures import JupyterServer, stop_jupyter
+from tests.browser_fixtures import ARTIFACTS, RUN_ALL, RUN_TIMEOUT_MS, Lab, start_lab
+from tests.compat_fixtures import compat_python  # noqa: F401
 
 # As in VS Code: no server route at all, neither this project's nor localtileserver's.
-NO_ROUTE = [
-    "--ServerApp.jpserver_extensions=loopback_asgi=False",
-    "--ServerApp.jpserver_extensions=localtileserver._jupyter=False",
-]
+NO_ROUTE = {"loopback_asgi": False, "localtileserver._jupyter": False}
 
 MAP_CELL = """
 import json, os, tempfile
@@ -62,18 +58,6 @@ TILES = """() => [...document.querySelectorAll(".leaflet-tile-container img")]
   .map((img) => ({src: img.src, width: img.naturalWidth, complete: img.complete}))"""
 
 
-def _config(home: Path) -> dict[str, str]:
-    """No "build recommended" dialog or news prompt over the notebook."""
-    config = home / "config"
-    config.mkdir(parents=True)
-    page = {"page_config_data": {"buildCheck": False, "buildAvailable": False}}
-    (config / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"tornado_settings": page}}))
-    notification = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    notification.parent.mkdir(parents=True)
-    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    return {"JUPYTER_CONFIG_DIR": str(config)}
-
-
 @dataclass
 class Rendered:
     """What the page showed: the tile client's port, prefix and URL, its tiles, what it requested."""
@@ -93,23 +77,14 @@ class Rendered:
         return any(re.match(rf"^http://(?:127\.0\.0\.1|localhost):{port}/", url) for url in self.refused)
 
 
-def _lab(tmp_path: Path, *extra: str) -> JupyterServer:
-    args = [
-        "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}", f"--LabApp.user_settings_dir={tmp_path / 'settings'}",
-        *extra,
-    ]  # fmt: skip
-    server = start_compat_server("/", *args, app="jupyterlab", env=_config(tmp_path))
-    root = Path(server.env["JUPYTER_RUNTIME_DIR"]).parent  # the server's root_dir
-    cell = {"cell_type": "code", "metadata": {}, "source": MAP_CELL, "outputs": [], "execution_count": None}
-    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook = {"cells": [cell], "metadata": {"kernelspec": kernelspec}, "nbformat": 4, "nbformat_minor": 5}
-    (root / "map.ipynb").write_text(json.dumps(notebook))
-    return server
+def _lab(tmp_path: Path, python: str, extensions: dict[str, bool] | None = None) -> Lab:
+    """JupyterLab from ``.venv-compat``, with the map notebook in its root."""
+    lab = start_lab(tmp_path, python=python, extensions=extensions)
+    lab.notebook("map.ipynb", MAP_CELL)
+    return lab
 
 
-def _render(server: JupyterServer, browser: Any, screenshot: str) -> Rendered:
+def _render(server: Lab, browser: Any, screenshot: str) -> Rendered:
     """Open and run the notebook; wait (bounded) for a tile; screenshot the page."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(60_000)
@@ -150,11 +125,11 @@ def _render(server: JupyterServer, browser: Any, screenshot: str) -> Rendered:
 
 @pytest.mark.proves("jupyterlab", "alias")
 def test_tiles_render_through_the_route(compat_python: str, tmp_path: Path, browser: Any) -> None:  # noqa: F811
-    server = _lab(tmp_path)
+    server = _lab(tmp_path, compat_python)
     try:
         seen = _render(server, browser, "localtileserver-leaflet-route")
     finally:
-        stop_jupyter(server)
+        server.proc.stop()
     port = seen.client["port"]
     assert seen.client["prefix"] == f"/localtileserver-proxy/{port}"
     assert len(seen.loaded) >= 1 and all(t["width"] == 256 for t in seen.loaded), seen.tiles
@@ -166,11 +141,11 @@ def test_tiles_render_through_the_route(compat_python: str, tmp_path: Path, brow
 
 @pytest.mark.proves("jupyterlab", "bridge")
 def test_tiles_render_through_the_bridge_with_no_route(compat_python: str, tmp_path: Path, browser: Any) -> None:  # noqa: F811
-    server = _lab(tmp_path, *NO_ROUTE)
+    server = _lab(tmp_path, compat_python, NO_ROUTE)
     try:
         seen = _render(server, browser, "localtileserver-leaflet-no-route")
     finally:
-        stop_jupyter(server)
+        server.proc.stop()
     assert seen.client["prefix"] is None
     assert re.match(rf"^http://(?:127\.0\.0\.1|localhost):{seen.client['port']}/api/tiles/", seen.client["url"])
     assert len(seen.loaded) >= 1 and all(t["width"] == 256 for t in seen.loaded), seen.tiles
