@@ -56,7 +56,7 @@ $(LOWEST)/.installed: pyproject.toml .ci/lowest-constraints.py
 # offers no socket for the kernel-side body relay, which then falls back to
 # copying: its two tests that assert the relay was taken are left out. Old
 # jupyter_core warns about its paths unless JUPYTER_PLATFORM_DIRS is set.
-test-lowest: $(LOWEST)/.installed
+test-lowest: $(LOWEST)/.installed node_modules/.installed
 	JUPYTER_PLATFORM_DIRS=1 $(LOWEST)/bin/python -m pytest -p no:cacheprovider -q -m "not browser and not hub" \
 	  tests/sidecar/test_headers.py tests/test_namespaces.py tests/sidecar/test_app.py tests/transports/test_http.py tests/sidecar/relay/test_http.py \
 	  tests/protocols/test_http.py tests/protocols/test_http_big_bodies.py tests/sidecar/relay/test_websocket.py tests/transports/test_websocket_wire.py \
