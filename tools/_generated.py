@@ -26,17 +26,20 @@ def with_generated(page: str, start: str, end: str, generated: str) -> str:
 
 def generated_page_main(
     argv: list[str] | None,
-    *,
-    description: str,
+    doc: str | None,
     page: Path,
-    start: str,
-    end: str,
+    markers: tuple[str, str],
     generate: Callable[[], str],
-    command: str,
+    tool: str,
 ) -> int:
-    """Print, ``--write`` or ``--check`` the part of ``page`` that ``generate`` gives; ``command`` reruns it."""
+    """Print, ``--write`` or ``--check`` the part of ``page`` between ``markers`` that ``generate`` gives.
+
+    ``doc`` is the tool's docstring (its first line describes it) and ``tool``
+    its ``__file__``, named in the message that says how to update the page.
+    """
+    start, end = markers
     name = page.relative_to(ROOT)
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--write", action="store_true", help=f"update {name}")
     parser.add_argument("--check", action="store_true", help=f"exit 1 if {name} is out of date")
     args = parser.parse_args(argv)
@@ -51,7 +54,9 @@ def generated_page_main(
     wanted = with_generated(text, start, end, generated)
     if args.check:
         if wanted != text:
-            print(f"{name} is out of date: run {command} --write", file=sys.stderr)
+            print(
+                f"{name} is out of date: run python {Path(tool).resolve().relative_to(ROOT)} --write", file=sys.stderr
+            )
             return 1
         return 0
     page.write_text(wanted, encoding="utf-8")

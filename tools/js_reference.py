@@ -80,13 +80,7 @@ def render(found: list[Member]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     return generated_page_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        page=PAGE,
-        start=START,
-        end=END,
-        generate=lambda: render(members(SOURCE.read_text(encoding="utf-8"))),
-        command="python tools/js_reference.py",
+        argv, __doc__, PAGE, (START, END), lambda: render(members(SOURCE.read_text(encoding="utf-8"))), tool=__file__
     )
 
 

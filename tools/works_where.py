@@ -104,15 +104,7 @@ def table(found: dict[tuple[str, str], list[str]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return generated_page_main(
-        argv,
-        description=__doc__.splitlines()[0],
-        page=PAGE,
-        start=START,
-        end=END,
-        generate=lambda: table(proofs()),
-        command="python tools/works_where.py",
-    )
+    return generated_page_main(argv, __doc__, PAGE, (START, END), lambda: table(proofs()), tool=__file__)
 
 
 if __name__ == "__main__":
