@@ -28,7 +28,6 @@ export const NO_BRIDGE = "No comm bridge is running: call comm_bridge.enable_com
  * @typedef {ArrayBuffer | ArrayBufferView} Bytes
  */
 
-
 /** @param {Bytes} b @returns {Uint8Array} */
 export function bytes(b) {
   if (b instanceof Uint8Array) return b;
@@ -67,7 +66,6 @@ export function post(model, content, buffers = []) {
 export function abortError(signal) {
   return signal.reason ?? new DOMException("The operation was aborted.", "AbortError");
 }
-
 
 /** @param {Uint8Array[]} parts @returns {Uint8Array} */
 export function concat(parts) {

@@ -12,7 +12,6 @@ import { NO_BRIDGE, SEND_CHUNK, WAIT_FOR_BRIDGE_MS, bytes, concat, failure, post
 /** @typedef {import("./protocol.js").RequestOptions} RequestOptions */
 /** @typedef {import("./registry.js").Registry} Registry */
 
-
 /**
  * Call the kernel handler registered for `(ns, kind)`. Never rejects: a missing
  * bridge or handler, a raising handler, a timeout or an abort resolve

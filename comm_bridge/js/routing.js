@@ -50,7 +50,10 @@ export function routing(win, ic) {
 
 /** @typedef {ReturnType<typeof routing>} Routes */
 
-/** The unpatched property every patch keeps and calls. @param {object} proto @param {string} name @returns {PropertyDescriptor} */
+/**
+ * The unpatched property that a patch keeps and calls.
+ * @param {object} proto @param {string} name @returns {PropertyDescriptor}
+ */
 export function desc(proto, name) {
   return /** @type {PropertyDescriptor} */ (Object.getOwnPropertyDescriptor(proto, name));
 }
