@@ -68,6 +68,14 @@ class Channel:
         """Tell the page a stream failed: before its head ``status`` says how, after it 0."""
         self.send({"op": "error", "id": id, "status": status, "message": message}, ())
 
+    def resolve(self, id: int, port: int, path: str) -> Target | None:
+        """:meth:`target`, or None once the page was told why not (its 400 or 403)."""
+        try:
+            return self.target(port, path)
+        except TargetError as exc:
+            self.error(id, exc.status, exc.message)
+            return None
+
     def target(self, port: int, path: str) -> Target:
         """Validate a port and path against the policy; raises :class:`TargetError` (400/403)."""
         ns = self.namespace

@@ -23,7 +23,6 @@ import httpx
 
 from loopback_asgi._transports.http import byte_headers, fixed_length, hand_over, raw_headers
 from loopback_asgi.sidecar.headers import request_headers, response_headers
-from loopback_asgi.sidecar.target import TargetError
 
 from . import bulk
 from .channel import Channel
@@ -67,10 +66,9 @@ async def serve_fetch(
 ) -> None:
     """Send one request upstream and relay its answer as ``head`` then ``data`` messages, or ``error``."""
     id = session.id
-    try:
-        target = channel.target(port, path)
-    except TargetError as exc:
-        return channel.error(id, exc.status, exc.message)
+    target = channel.resolve(id, port, path)
+    if target is None:
+        return None
     ns = target.namespace
     raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
     if not any(k == b"accept-encoding" for k, _ in raw):

@@ -16,18 +16,35 @@ Guarantees:
   while the socket's buffer is full.
 - :meth:`Upstream.recv` raises :class:`Closed` once the connection is over;
   ``close_rcvd`` then holds the upstream's close frame, if it sent one.
+
+Frame mode (``open_upstream(..., frames=True)``, the comm bridge's) hands
+out data frames instead of messages and takes them from any thread:
+
+- :meth:`Upstream.receive_frames` gets each read's data frames, in order,
+  as ``(text, fin, payload)`` (fragments stay fragments, text is not
+  decoded), in one call per read, on the loop; frames that came before it
+  was set are handed over first.
+- :meth:`Upstream.send_frames` is safe from any thread and never blocks.
+  Off the loop, frames go straight to the socket when nothing waits before
+  them, so a sender on another thread costs the loop no wakeup; what the
+  socket does not take waits, in order, for the loop. Everything the loop
+  writes (a pong, a close) goes after what was sent before it.
+- ``buffered`` counts the bytes not yet taken by the socket; ``on_drain`` is
+  called on the loop once they are down to the transport's low-water mark.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import threading
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import cast
 
 from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidHandshake
+from websockets.exceptions import InvalidHandshake, ProtocolError
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
@@ -37,7 +54,10 @@ from websockets.uri import parse_uri
 from loopback_asgi._transports.frames import client_frame, cut_reason, frame_head, server_frame
 from loopback_asgi._transports.http11 import WriteFlow
 
-__all__ = ["Closed", "Upstream", "open_upstream"]
+__all__ = ["Closed", "DataFrame", "Upstream", "open_upstream"]
+
+DataFrame = tuple[bool, bool, "bytes | bytearray | memoryview"]
+"""``(text, fin, payload)``: one data frame; ``text`` is the type of the message it belongs to."""
 
 # Whole, unfragmented data frames up to this size are split off the input
 # here and become messages at once; websockets' parser takes everything else
@@ -46,6 +66,8 @@ __all__ = ["Closed", "Upstream", "open_upstream"]
 FAST_FRAME = 64 * 1024
 # A handshake answer longer than this goes to the parser as is (it refuses it).
 MAX_HEAD = 64 * 1024
+# Buffers in one sendmsg call (Linux's UIO_MAXIOV is 1024).
+IOV_MAX = 512
 
 
 class Closed(Exception):
@@ -55,8 +77,11 @@ class Closed(Exception):
 class Upstream(WriteFlow, asyncio.Protocol):
     """A client WebSocket connection; one reader and one writer at a time."""
 
-    def __init__(self, protocol: ClientProtocol, *, max_queue: int, ping_interval: float | None) -> None:
+    def __init__(
+        self, protocol: ClientProtocol, *, max_queue: int, ping_interval: float | None, frames: bool = False
+    ) -> None:
         self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         self.protocol = protocol
         self.transport: asyncio.Transport | None = None
         self.handshake: asyncio.Future[None] = self._loop.create_future()
@@ -75,6 +100,21 @@ class Upstream(WriteFlow, asyncio.Protocol):
         self._ping_interval = ping_interval
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_due: bytes | None = None
+        # Frame mode: received data frames wait here for the consumer; the
+        # lock orders every write, whichever thread makes it.
+        self._on_frames: Callable[[list[DataFrame]], None] | None = None
+        self._received: list[DataFrame] | None = [] if frames else None
+        self._lock: threading.Lock | None = threading.Lock() if frames else None
+        self._sock: socket.socket | None = None  # a duplicate of the transport's, for writes off the loop
+        self._pending: deque[bytes | memoryview] = deque()  # written off the loop, not yet taken by the socket
+        self._pending_size = 0
+        self._handing = False  # the loop is asked to hand ``_pending`` to the transport
+        self._continuing = False  # the message being sent is fragmented and goes on
+        self._held = False  # the consumer paused reading
+        self.ending: asyncio.Future[None] = self._loop.create_future()
+        """Frame mode: done once the upstream's close frame came or the connection is over."""
+        self.on_drain: Callable[[], None] | None = None
+        """Frame mode: called on the loop when the bytes waiting for the socket are down to the low-water mark."""
 
     @property
     def subprotocol(self) -> str | None:
@@ -120,11 +160,133 @@ class Upstream(WriteFlow, asyncio.Protocol):
             raise Closed
         self._flush()  # anything the protocol queued (a pong) goes first
         if self.transport is not None and not self.transport.is_closing():
-            if isinstance(message, str):
-                self.transport.write(client_frame(0x1, message.encode()))
+            frame = client_frame(0x1, message.encode()) if isinstance(message, str) else client_frame(0x2, message)
+            if self._lock is None:
+                self.transport.write(frame)
             else:
-                self.transport.write(client_frame(0x2, message))
+                with self._lock:  # after what other threads sent
+                    self._hand_over()
+                    self.transport.write(frame)
         return None if self._writable else self.wait_writable()
+
+    # -- frame mode ------------------------------------------------------
+
+    def receive_frames(self, consumer: Callable[[list[DataFrame]], None]) -> None:
+        """Frame mode: hand each read's data frames to ``consumer`` (loop thread), those read so far at once."""
+        self._on_frames = consumer
+        self._deliver()
+
+    def pause_reading(self) -> None:
+        """Frame mode: stop reading (the consumer is behind); frames already read still come (loop thread)."""
+        if not self._held and self.transport is not None:
+            self._held = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Frame mode: read again after :meth:`pause_reading` (loop thread)."""
+        if self._held and self.transport is not None:
+            self._held = False
+            self.transport.resume_reading()
+
+    def send_frames(self, frames: Iterable[DataFrame]) -> None:
+        """Frame mode: send data frames from any thread, after everything sent before; never blocks.
+
+        A message may be cut into frames: ``fin`` false on all but its last,
+        the ``text`` of its first counts. Frames sent once the closing
+        handshake began (from either side) are dropped.
+        """
+        lock = self._lock
+        if lock is None:
+            raise RuntimeError("send_frames() needs open_upstream(..., frames=True).")
+        with lock:
+            transport = self.transport
+            if transport is None or transport.is_closing() or self.protocol.state is not State.OPEN:
+                return
+            out: list[bytes | memoryview] = []
+            for text, fin, payload in frames:
+                # apply_mask reads any buffer: a piece of the page's message is masked without a copy.
+                opcode = 0x0 if self._continuing else 0x1 if text else 0x2
+                frame = client_frame(opcode, cast(bytes, payload))
+                self._continuing = not fin
+                if fin:
+                    out.append(frame)
+                else:  # the same frame with FIN cleared, without copying the payload
+                    out += (bytes((frame[0] & 0x7F,)), memoryview(frame)[1:])
+            if threading.get_ident() == self._thread:
+                self._hand_over()
+                for data in out:
+                    transport.write(data)
+                return
+            if not self._pending and transport.get_write_buffer_size() == 0:
+                out = self._send_direct(out)
+            if out:
+                self._pending.extend(out)
+                self._pending_size += sum(map(len, out))
+                if not self._handing:
+                    self._handing = True
+                    self._loop.call_soon_threadsafe(self._hand_over_later)
+
+    @property
+    def buffered(self) -> int:
+        """Frame mode: bytes sent but not yet taken by the socket (any thread; an estimate while the loop writes)."""
+        transport = self.transport
+        return self._pending_size + (transport.get_write_buffer_size() if transport is not None else 0)
+
+    def _send_direct(self, out: list[bytes | memoryview]) -> list[bytes | memoryview]:
+        """Write ``out`` to the socket from this thread as far as it takes it now; what is left (lock held)."""
+        sock = self._sock
+        while out and sock is not None:
+            try:
+                sent = sock.sendmsg(out[:IOV_MAX])
+            except OSError:  # full, or gone: the loop's transport writes the rest or finds the error
+                return out
+            while sent:
+                head = out[0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    out.pop(0)
+                else:
+                    out[0] = memoryview(head)[sent:]
+                    sent = 0
+        return out
+
+    def _hand_over(self) -> None:
+        """Give what other threads left waiting to the transport, in order (loop thread, lock held)."""
+        if self._pending:
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.writelines(self._pending)
+            self._pending.clear()
+            self._pending_size = 0
+
+    def _hand_over_later(self) -> None:
+        assert self._lock is not None
+        with self._lock:
+            self._handing = False
+            self._hand_over()
+        if self._writable and self.on_drain is not None:
+            self.on_drain()  # else ``resume_writing`` calls it
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.on_drain is not None:
+            self.on_drain()
+
+    def _deliver(self) -> None:
+        received = self._received
+        if received and self._on_frames is not None:
+            self._received = []
+            self._on_frames(received)
+        if not self.ending.done() and (self.protocol.close_rcvd is not None or self.protocol.state is State.CLOSED):
+            self.ending.set_result(None)
+
+    def shut(self) -> None:
+        """Send a close frame (1000) unless one was, and drop the connection without waiting (loop thread)."""
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_close(1000)
+            self._flush()
+        if self.transport is not None and self.transport.get_write_buffer_size() == 0:
+            self.transport.close()  # the close frame is out: end with a FIN
+        self.abort()
 
     async def close(self, code: int | None = 1000, reason: str = "", *, timeout: float = 2) -> None:
         """Start (or finish) the closing handshake, wait up to ``timeout`` s for the upstream, then drop it.
@@ -140,10 +302,14 @@ class Upstream(WriteFlow, asyncio.Protocol):
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
+        self.resume_reading()
         self._split()  # what was read goes to the parser, which finds the close frame
         self._process()
         if self.protocol.state is State.OPEN:
-            self.protocol.send_close(code, cut_reason(reason) if code is not None else "")
+            try:
+                self.protocol.send_close(code, cut_reason(reason) if code is not None else "")
+            except ProtocolError:  # a code no endpoint may send (RFC 6455 §7.4.1)
+                self.protocol.send_close(1000)
             self._flush()
         if not self.lost.done():
             try:
@@ -170,6 +336,7 @@ class Upstream(WriteFlow, asyncio.Protocol):
             or self._owed
             or self._fragments
             or self._discard
+            or self._lock is not None
             or protocol.state is not State.OPEN
             or protocol.current_size is not None
             or protocol.extensions
@@ -198,6 +365,11 @@ class Upstream(WriteFlow, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports have asyncio.Transport's methods but not its class.
         self.transport = cast(asyncio.Transport, transport)
+        if self._lock is not None:
+            # Its own descriptor of the same socket: writes off the loop never
+            # touch the transport, and a descriptor number the loop closed and
+            # the process reused is never written to.
+            self._sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
 
     def data_received(self, data: bytes) -> None:
         if self._split_frames:
@@ -282,6 +454,15 @@ class Upstream(WriteFlow, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_pings()
+        if self._lock is not None:
+            with self._lock:
+                if self._sock is not None:
+                    self._sock.close()
+                    self._sock = None
+                self._pending.clear()
+                self._pending_size = 0
+        if not self.ending.done():
+            self.ending.set_result(None)
         if not self.handshake.done():
             self.handshake.set_exception(InvalidHandshake("The upstream closed the connection during the handshake."))
         if not self.lost.done():
@@ -302,6 +483,8 @@ class Upstream(WriteFlow, asyncio.Protocol):
     def _process(self) -> None:
         self._events()
         self._flush()
+        if self._received is not None:
+            self._deliver()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)  # a message, a close frame or the end: recv() looks again
 
@@ -325,6 +508,10 @@ class Upstream(WriteFlow, asyncio.Protocol):
             self._fragments = []
         elif opcode is not Opcode.CONT:
             return  # PING is answered by the protocol itself, CLOSE is kept in close_rcvd
+        if self._received is not None:  # frame mode: fragments stay fragments
+            if not self._discard:
+                self._received.append((self._opcode is Opcode.TEXT, frame.fin, frame.data))
+            return
         if not frame.fin:
             self._fragments.append(bytes(frame.data))
             return
@@ -334,6 +521,9 @@ class Upstream(WriteFlow, asyncio.Protocol):
 
     def _message(self, text: bool, data: bytes) -> None:
         if self._discard:
+            return
+        if self._received is not None:
+            self._received.append((text, True, data))
             return
         if text:
             try:
@@ -348,6 +538,14 @@ class Upstream(WriteFlow, asyncio.Protocol):
             self.transport.pause_reading()
 
     def _flush(self) -> None:
+        if self._lock is not None:
+            with self._lock:
+                self._hand_over()  # what other threads sent goes first
+                self._write_protocol_data()
+        else:
+            self._write_protocol_data()
+
+    def _write_protocol_data(self) -> None:
         if self.transport is None or self.transport.is_closing():
             return
         for data in self.protocol.data_to_send():
@@ -394,8 +592,11 @@ async def open_upstream(
     ping_interval: float | None = 20,
     timeout: float,
     unix_path: str | None = None,
+    frames: bool = False,
 ) -> Upstream:
     """Connect and complete the handshake within ``timeout`` s, sending ``headers`` along.
+
+    With ``frames``, the connection is in frame mode (see the module's docstring).
 
     With ``unix_path``, the connection goes to that unix socket; ``uri``
     then only gives the path and the ``Host`` header. A header or a path
@@ -413,7 +614,7 @@ async def open_upstream(
     protocol.send_request(request)
 
     def factory() -> Upstream:
-        return Upstream(protocol, max_queue=max_queue, ping_interval=ping_interval)
+        return Upstream(protocol, max_queue=max_queue, ping_interval=ping_interval, frames=frames)
 
     async def handshake() -> Upstream:
         loop = asyncio.get_running_loop()
