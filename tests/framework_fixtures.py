@@ -21,6 +21,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,8 +182,9 @@ def framework_python() -> Path:
     return python
 
 
+@contextmanager
 def start_framework(args: list[str], ready: str, *, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """Run ``.venv-frameworks/bin/<args>`` on a free port ({port} in args) until the test module ends."""
+    """Run ``.venv-frameworks/bin/<args>`` on a free port ({port} in args) until the ``with`` block ends."""
     port = _free_port()
     cmd = [str(VENV / "bin" / args[0]), *(a.replace("{port}", str(port)) for a in args[1:])]
     framework_python()
@@ -201,6 +203,64 @@ def start_framework(args: list[str], ready: str, *, env: dict[str, str] | None =
         yield Server(f"http://127.0.0.1:{port}/", proc)
     finally:
         proc.stop()
+
+
+def marimo_config(home: Path) -> dict[str, str]:
+    """marimo's user configuration in ``home``: ``marimo edit`` runs the cells on open."""
+    (home / "marimo").mkdir()
+    (home / "marimo" / "marimo.toml").write_text("[runtime]\nauto_instantiate = true\n")
+    return {"XDG_CONFIG_HOME": str(home)}
+
+
+@dataclass(frozen=True)
+class App:
+    """How one framework's app of tests/apps/ is served, and how its page reaches the upstream."""
+
+    cli: list[str]
+    ready: str
+    how: str  # what reach() says in the app's page
+    mounted: list[str] | None = None  # a second server for the route, where the CLI server cannot mount
+
+
+MARIMO_APP = "tests/apps/marimo_app.py"
+MARIMO_CLI = ["--headless", "--no-token", "--host", "127.0.0.1", "-p", "{port}"]
+HOST_PORT = ["--host", "127.0.0.1", "--port", "{port}"]
+APPS = {
+    # marimo's CLI servers offer no hook to add a route: the mount is proven with
+    # marimo's ASGI API (tests/apps/marimo_server.py) under uvicorn.
+    "marimo": App(
+        ["marimo", "run", MARIMO_APP, *MARIMO_CLI], r"URL: http", "bridge",
+        ["uvicorn", "tests.apps.marimo_server:server", *HOST_PORT],
+    ),
+    # These apps also mount the sidecar, and reach() prefers the mount to the bridge.
+    "shiny": App(["shiny", "run", "tests/apps/shiny_app.py", *HOST_PORT], r"Uvicorn running on", "mount"),
+    "solara": App(
+        ["solara", "run", "tests/apps/solara_app.py", *HOST_PORT, "--production"],
+        r"Solara server is starting at", "mount",
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class Framework:
+    """One of :data:`APPS`, running: ``page`` serves the app's page and bridge, ``route`` the mounted sidecar."""
+
+    name: str
+    how: str
+    page: Server
+    route: Server
+
+
+@pytest.fixture(scope="module", params=sorted(APPS))
+def framework(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Framework]:
+    """Each framework's app in turn (a test narrows them with ``parametrize("framework", [...], indirect=True)``)."""
+    name: str = request.param
+    app = APPS[name]
+    env = marimo_config(tmp_path_factory.mktemp("marimo-config")) if name == "marimo" else None
+    with ExitStack() as stack:
+        page = stack.enter_context(start_framework(app.cli, app.ready, env=env))
+        route = stack.enter_context(start_framework(app.mounted, r"Uvicorn running on")) if app.mounted else page
+        yield Framework(name, app.how, page, route)
 
 
 def open_page(browser: Any, url: str) -> tuple[Any, Any, dict[str, Any]]:
