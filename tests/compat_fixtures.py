@@ -6,8 +6,8 @@
 here run that venv's interpreter, so its kernels, server extensions and
 ``jupyter_server_config.d`` files are the ones a user of those libraries gets.
 
-- :func:`start_compat_server`: ``jupyter server`` (or ``jupyter lab``, with
-  ``app="jupyterlab"``) from ``.venv-compat``, as :class:`JupyterServer`.
+- :func:`start_compat_server`: ``jupyter server`` from ``.venv-compat``, as
+  :class:`JupyterServer`; JupyterLab from it is ``start_lab(home, python=compat_python)``.
 - fixture ``compat_python``: the venv's interpreter, checked to import this
   checkout (a test module imports it by name, as it imports this module's
   functions).
@@ -15,15 +15,12 @@ here run that venv's interpreter, so its kernels, server extensions and
 
 from __future__ import annotations
 
-import os
 import subprocess
-import tempfile
 
 import pytest
 
-from .conftest import ROOT, start
-from .jupyter_fixtures import JUPYTER_TOKEN, JupyterServer
-from .security_fixtures import accepting
+from .conftest import ROOT
+from .jupyter_fixtures import JupyterServer, start_jupyter
 
 COMPAT_VENV = ROOT / ".venv-compat"
 COMPAT_PYTHON = COMPAT_VENV / "bin" / "python"
@@ -42,25 +39,9 @@ def check_compat_venv() -> str:
     return str(COMPAT_PYTHON)
 
 
-def start_compat_server(
-    base_url: str = "/", *args: str, app: str = "jupyter_server", env: dict[str, str] | None = None
-) -> JupyterServer:
-    """``python -m <app>`` from ``.venv-compat`` on 127.0.0.1 with :data:`JUPYTER_TOKEN`, in its own dirs."""
-    home = tempfile.mkdtemp(prefix="jl-compat-")
-    full_env = {
-        "JUPYTER_RUNTIME_DIR": os.path.join(home, "runtime"),
-        "JUPYTER_CONFIG_DIR": os.path.join(home, "config"),
-        "JUPYTER_LOOPBACK_ROUTE": "",
-        **(env or {}),
-    }
-    cmd = [
-        str(COMPAT_PYTHON), "-m", app, "--no-browser", "--allow-root",
-        "--ServerApp.ip=127.0.0.1", "--ServerApp.port=0", f"--IdentityProvider.token={JUPYTER_TOKEN}",
-        f"--ServerApp.base_url={base_url}", f"--ServerApp.root_dir={home}", *args,
-    ]  # fmt: skip
-    proc = start(cmd, r"http://127\.0\.0\.1:(\d+)/", env=full_env, timeout=90)
-    accepting(int(proc.match[1]))
-    return JupyterServer(proc, int(proc.match[1]), base_url, JUPYTER_TOKEN, full_env)
+def start_compat_server(base_url: str = "/", *args: str, env: dict[str, str] | None = None) -> JupyterServer:
+    """``jupyter server`` from ``.venv-compat`` (:func:`tests.jupyter_fixtures.start_jupyter`)."""
+    return start_jupyter(base_url, *args, env=env, python=str(COMPAT_PYTHON))
 
 
 @pytest.fixture(scope="session")

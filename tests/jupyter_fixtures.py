@@ -4,6 +4,7 @@
   its own runtime/config dirs, awaited by its log line.
 - :class:`Kernel`: a kernel started through the REST API; :meth:`Kernel.execute`
   runs code over the kernel websocket and returns its stdout.
+  :data:`SERVE_IN_KERNEL` starts a server in it that echoes each request's path and headers.
 - fixtures ``jupyter_base`` (base URL ``/base/``) and ``jupyter_root`` (``/``),
   module-scoped, with ``upstream`` ready.
 - :func:`tree_pids` / :func:`tree_peak_rise`: the server and all its children
@@ -32,6 +33,28 @@ from .conftest import Proc, peak_rss, rss_peak_rise, start
 from .security_fixtures import accepting, wait_until
 
 JUPYTER_TOKEN = "jupyter-test-token-42"
+
+
+# Kernel code: an HTTP server on 127.0.0.1 in the kernel, its port in ``port``,
+# answering every GET with JSON: the path and the headers it was asked with.
+# A test appends the line that prints what it reads.
+SERVE_IN_KERNEL = """
+import http.server, json, threading
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"path": self.path, "headers": dict(self.headers)}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+port = srv.server_address[1]
+"""
 
 
 @dataclass
@@ -110,8 +133,17 @@ class TreePeak:
         return total
 
 
-def start_jupyter(base_url: str = "/", *args: str, env: dict[str, str] | None = None) -> JupyterServer:
-    """A real ``jupyter server`` on 127.0.0.1 with :data:`JUPYTER_TOKEN`."""
+def start_jupyter(
+    base_url: str = "/",
+    *args: str,
+    env: dict[str, str] | None = None,
+    python: str = sys.executable,
+) -> JupyterServer:
+    """A real ``jupyter server`` on 127.0.0.1 with :data:`JUPYTER_TOKEN`, in its own dirs.
+
+    ``python`` picks the venv: its server extensions, kernels and
+    ``jupyter_server_config.d`` files are the ones the server loads.
+    """
     home = tempfile.mkdtemp(prefix="jl-jupyter-")
     full_env = {
         "JUPYTER_RUNTIME_DIR": os.path.join(home, "runtime"),
@@ -120,11 +152,11 @@ def start_jupyter(base_url: str = "/", *args: str, env: dict[str, str] | None = 
         **(env or {}),
     }
     cmd = [
-        sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
-        "--ServerApp.ip=127.0.0.1", "--ServerApp.port=0", f"--ServerApp.token={JUPYTER_TOKEN}",
+        python, "-m", "jupyter_server", "--no-browser", "--allow-root",
+        "--ServerApp.ip=127.0.0.1", "--ServerApp.port=0", f"--IdentityProvider.token={JUPYTER_TOKEN}",
         f"--ServerApp.base_url={base_url}", f"--ServerApp.root_dir={home}", *args,
     ]  # fmt: skip
-    proc = start(cmd, r"http://127\.0\.0\.1:(\d+)/", env=full_env, timeout=60)
+    proc = start(cmd, r"http://127\.0\.0\.1:(\d+)/", env=full_env, timeout=90)
     try:
         port = int(proc.match[1]) or _bound_port(proc.pid)
         # The URL is logged a moment before the port is bound: wait until it accepts.

@@ -13,25 +13,11 @@ import pytest
 
 from loopback_asgi import autodetect_prefix, browser_url
 
-from .jupyter_fixtures import JupyterServer, Kernel
+from .jupyter_fixtures import SERVE_IN_KERNEL, JupyterServer, Kernel
 
-SERVE_IN_KERNEL = """
-import http.server, threading
+# Run after SERVE_IN_KERNEL: the server's port, what the kernel was told, and the URL of its server.
+PRINT_ROUTE = """
 from loopback_asgi import autodetect_prefix, browser_url
-
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = ("kernel says hi at " + self.path).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-threading.Thread(target=srv.serve_forever, daemon=True).start()
-port = srv.server_address[1]
 print(json.dumps({"port": port, "prefix": autodetect_prefix("app"), "url": browser_url("app", port, "x/y?z=1"),
                   "unknown": autodetect_prefix("not-declared")}))
 """
@@ -48,14 +34,14 @@ def kernel(request: pytest.FixtureRequest) -> Iterator[Kernel]:
 @pytest.mark.proves("jupyterlab", "route")
 async def test_kernel_gets_the_route_and_it_reaches_the_kernels_server(kernel: Kernel) -> None:
     server = kernel.server
-    found = json.loads(await kernel.execute("import json\n" + SERVE_IN_KERNEL))
+    found = json.loads(await kernel.execute(SERVE_IN_KERNEL + PRINT_ROUTE))
     port = found["port"]
     assert found["prefix"] == f"{server.base_url}loopback/app/{{port}}"
     assert found["url"] == f"{server.base_url}loopback/app/{port}/x/y?z=1"
     assert found["unknown"] is None
     with server.client() as c:
         r = c.get(f"http://127.0.0.1:{server.port}{found['url']}", headers=server.auth)
-    assert r.status_code == 200 and r.text == "kernel says hi at /x/y?z=1"
+    assert r.status_code == 200 and r.json()["path"] == "/x/y?z=1"
 
 
 async def test_kernel_honours_overrides(kernel: Kernel) -> None:

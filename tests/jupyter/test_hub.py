@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import Proc, start
-from tests.jupyter_fixtures import JupyterServer, Kernel
+from tests.jupyter_fixtures import SERVE_IN_KERNEL, JupyterServer, Kernel
 
 pytestmark = pytest.mark.hub
 
@@ -27,23 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 HUB_TOKEN = "hub-service-token-0123456789abcdef"
 USER = "alice"
 
-KERNEL_CODE = """
-import http.server, json, threading
+# Run after SERVE_IN_KERNEL: what the kernel was told, and the URL of its server.
+PRINT_ROUTE = """
 from loopback_asgi import autodetect_prefix, browser_url
-
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = json.dumps({"path": self.path, "headers": dict(self.headers)}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-threading.Thread(target=srv.serve_forever, daemon=True).start()
-port = srv.server_address[1]
 print(json.dumps({"prefix": autodetect_prefix("app"), "url": browser_url("app", port, "hello?x=1")}))
 """
 
@@ -115,7 +101,7 @@ def hub() -> Iterator[JupyterServer]:
 async def test_hub_user_kernel_gets_user_prefix_and_route_reaches_it(hub: JupyterServer) -> None:
     kernel = Kernel.start(hub)
     try:
-        found = json.loads(await kernel.execute(KERNEL_CODE))
+        found = json.loads(await kernel.execute(SERVE_IN_KERNEL + PRINT_ROUTE))
         _check_route(hub, found)
     finally:
         kernel.shutdown()

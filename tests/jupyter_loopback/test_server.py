@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.conftest import ROOT
-from tests.jupyter_fixtures import JupyterServer, Kernel, start_jupyter, stop_jupyter
+from tests.jupyter_fixtures import SERVE_IN_KERNEL, JupyterServer, Kernel, start_jupyter, stop_jupyter
 
 EXTENSION = """
 import jupyter_loopback
@@ -216,23 +216,10 @@ def test_setting_up_again_is_harmless(legacy: JupyterServer, upstream: int) -> N
         assert len(sidecars) == 1 and legacy.sidecar_pids() == sidecars
 
 
-SERVE = """
-import http.server, json, threading
+# Run after SERVE_IN_KERNEL: the server's port and the prefix 0.3.x's API detects per namespace.
+PRINT_PREFIXES = """
 import jupyter_loopback as jl
-
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = ("kernel at " + self.path).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-threading.Thread(target=srv.serve_forever, daemon=True).start()
-print(json.dumps({"port": srv.server_address[1], "kernel": jl.is_in_jupyter_kernel(),
+print(json.dumps({"port": port, "kernel": jl.is_in_jupyter_kernel(),
                   **{ns: jl.autodetect_prefix(ns) for ns in ("mylib", "eplib", "offlib", "app", "nope")},
                   "template": jl.autodetect_prefix("mylib", template="own/{namespace}/{{port}}")}))
 """
@@ -241,7 +228,7 @@ print(json.dumps({"port": srv.server_address[1], "kernel": jl.is_in_jupyter_kern
 async def test_kernel_autodetects_the_prefix_that_works(legacy: JupyterServer) -> None:
     kernel = Kernel.start(legacy)
     try:
-        found = json.loads(await kernel.execute(SERVE))
+        found = json.loads(await kernel.execute(SERVE_IN_KERNEL + PRINT_PREFIXES))
         base = legacy.base_url
         assert found == {
             "port": found["port"],
@@ -257,6 +244,6 @@ async def test_kernel_autodetects_the_prefix_that_works(legacy: JupyterServer) -
         with legacy.client() as c:
             for ns in ("mylib", "app"):
                 r = c.get(origin + found[ns].format(port=found["port"]) + "/t?q=1", headers=legacy.auth)
-                assert r.status_code == 200 and r.text == "kernel at /t?q=1", (ns, r.text)
+                assert r.status_code == 200 and r.json()["path"] == "/t?q=1", (ns, r.text)
     finally:
         kernel.shutdown()
