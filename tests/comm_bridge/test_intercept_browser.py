@@ -155,6 +155,16 @@ def script(body: str) -> str:
     return "async ({comm, route, free, script, ...args}) => {" + HELPERS + body + "}"
 
 
+def per_port(page: Page, prelude: str, body: str, after: str = "") -> Any:
+    """Run ``body`` in a fresh page once per way (``port``: the comm's, then the route's).
+
+    ``body`` puts what it found in ``results[port]``; ``after`` runs once, after both; ``results`` is returned.
+    """
+    page.fresh()
+    loop = f"const results = {{}};\nfor (const port of [comm, route]) {{{body}}}\n{after}\nreturn results;"
+    return page.run(script(prelude + loop))
+
+
 def test_probe_picks_the_route_when_it_answers_and_the_comm_when_it_does_not(page: Page, itest_lab: Lab) -> None:
     ways = page.run(
         script(
@@ -241,12 +251,10 @@ def test_srcset(page: Page) -> None:
 
 
 def test_fetch_string_url_and_request(page: Page) -> None:
-    page.fresh()
-    out = page.run(
-        script(
-            """const json = async (r) => [r.status, r.url, await r.json()];
-            const results = {};
-            for (const port of [comm, route]) {
+    out = per_port(
+        page,
+        "const json = async (r) => [r.status, r.url, await r.json()];",
+        """
               const init = {method: "POST", body: "hello", headers: {"x-mine": "a"}};
               const post = new Request(upstream(port, "/echo?q=1"), init);
               results[port] = [
@@ -254,11 +262,8 @@ def test_fetch_string_url_and_request(page: Page) -> None:
                 await json(await fetch(new URL(upstream(port, "/json")))),
                 await json(await fetch(post)),
                 await json(await fetch(`http://localhost:${port}/json`)),
-              ];
-            }
-            results.sameOrigin = await json(await fetch(`/nothere-proxy/${comm}/json`));
-            return results;"""
-        )
+              ];""",
+        "results.sameOrigin = await json(await fetch(`/nothere-proxy/${comm}/json`));",
     )
     for port in (page.comm, page.route):
         plain, url, post, localhost = out[str(port)]
@@ -288,12 +293,10 @@ const xhr = (port, path, type, setup = () => {}, method = "GET", body = null) =>
 
 
 def test_xhr_every_response_type(page: Page) -> None:
-    page.fresh()
-    out = page.run(
-        script(
-            XHR
-            + """const results = {};
-            for (const port of [comm, route]) {
+    out = per_port(
+        page,
+        XHR,
+        """
               const ab = await xhr(port, "/bytes?n=3000", "arraybuffer");
               const bytes = new Uint8Array(ab.x.response);
               const text = await xhr(port, "/latin1", "text");
@@ -311,10 +314,7 @@ def test_xhr_every_response_type(page: Page) -> None:
                 blob: [blob.x.response instanceof Blob, blob.x.response.type, blob.x.response.size > 50],
                 document: doc.x.response.querySelector("item").textContent,
                 responseXML: xml.x.responseXML.documentElement.nodeName,
-              };
-            }
-            return results;"""
-        )
+              };""",
     )
     for port in (page.comm, page.route):
         got = out[str(port)]
@@ -329,12 +329,10 @@ def test_xhr_every_response_type(page: Page) -> None:
 
 
 def test_xhr_headers_status_and_handlers(page: Page) -> None:
-    page.fresh()
-    out = page.run(
-        script(
-            XHR
-            + """const results = {};
-            for (const port of [comm, route]) {
+    out = per_port(
+        page,
+        XHR,
+        """
               let onload = 0, onreadystatechange = 0;
               const tea = await xhr(port, "/teapot", "", (x) => {
                 x.onload = () => onload++;
@@ -350,15 +348,12 @@ def test_xhr_headers_status_and_handlers(page: Page) -> None:
                 handlers: [onload, onreadystatechange > 0],
                 sent: sent.x.response,
                 posted: [posted.x.status, posted.x.response.method, posted.x.response.size],
-              };
-            }
-            // Aborted, timed out and broken exchanges over the comm.
-            const aborted = await xhr(comm, "/slow?delay=5", "", (x) => setTimeout(() => x.abort(), 50));
-            const late = await xhr(comm, "/slow?delay=5", "", (x) => { x.timeout = 100; });
-            const broken = await xhr(comm, "/die?after=1000", "arraybuffer");
-            results.failures = [aborted.events, aborted.x.readyState, late.events, broken.events, broken.x.status];
-            return results;"""
-        )
+              };""",
+        # Aborted, timed out and broken exchanges over the comm.
+        """const aborted = await xhr(comm, "/slow?delay=5", "", (x) => setTimeout(() => x.abort(), 50));
+        const late = await xhr(comm, "/slow?delay=5", "", (x) => { x.timeout = 100; });
+        const broken = await xhr(comm, "/die?after=1000", "arraybuffer");
+        results.failures = [aborted.events, aborted.x.readyState, late.events, broken.events, broken.x.status];""",
     )
     for port in (page.comm, page.route):
         got = out[str(port)]
