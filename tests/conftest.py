@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,6 +89,38 @@ def start_sidecar(*args: str, env: dict[str, str] | None = None) -> Proc:
     """``jupyter-loopback serve --port 0 --token TOKEN``; ``match[1]`` is its base URL."""
     cmd = [sys.executable, "-m", "loopback_asgi.cli", "serve", "--port", "0", "--token", TOKEN, *args]
     return start(cmd, r"on (http://[^/]+)/", env=env)
+
+
+@contextmanager
+def serve_in_thread(
+    app: Any, *, lifespan: str = "off", after: Callable[[], Awaitable[None]] | None = None
+) -> Iterator[str]:
+    """Serve the ASGI ``app`` with uvicorn on a thread of its own; yields ``http://127.0.0.1:<port>``.
+
+    The socket listens before the ``with`` block starts, so no wait is needed.
+    ``after`` runs on the server's loop once it has stopped (a mounted app's
+    lifespan exit, which closes its pooled upstream connections).
+    """
+    import asyncio
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan=lifespan))
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(sockets=[sock]),), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        if after is not None:
+            loop.run_until_complete(after())
+        loop.close()
+        sock.close()
 
 
 @pytest.fixture(scope="session")

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -20,6 +17,8 @@ from websockets.asyncio.client import connect
 
 from loopback_asgi import Reach, browser_url, kernel, mount_into, reach
 from loopback_asgi.sidecar.app import Sidecar
+
+from .conftest import serve_in_thread
 
 
 @pytest.fixture(autouse=True)
@@ -48,16 +47,6 @@ class _ShinyLike:
 def served() -> Iterator[tuple[str, Starlette]]:
     """A Starlette app with a catch-all route, served by uvicorn on 127.0.0.1; the sidecar not yet mounted."""
     app = Starlette(routes=[Route("/{path:path}", _catch_all)])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="off"))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(sockets=[sock]),), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
-    server.should_exit = True
-    thread.join(10)
 
     async def close_pools() -> None:
         # A mount's lifespan does not run by itself; its exit closes the pooled upstream connections.
@@ -67,9 +56,8 @@ def served() -> Iterator[tuple[str, Starlette]]:
                 async with inner.router.lifespan_context(inner):
                     pass
 
-    loop.run_until_complete(close_pools())
-    loop.close()
-    sock.close()
+    with serve_in_thread(app, after=close_pools) as url:
+        yield url, app
 
 
 def test_direct_where_nothing_else_exists(upstream: int) -> None:

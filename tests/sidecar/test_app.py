@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import socket
-import threading
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from loopback_asgi import create_app
-from tests.conftest import TOKEN
+from tests.conftest import TOKEN, serve_in_thread
 
 AUTH = {"Authorization": f"token {TOKEN}"}
 
@@ -145,18 +141,8 @@ def mounted(upstream: int) -> Iterator[str]:
             yield
 
     outer = Starlette(routes=[Mount("/loopback", app=inner)], lifespan=lifespan)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    server = uvicorn.Server(uvicorn.Config(outer, log_level="critical", lifespan="on"))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(sockets=[sock]),), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    loop.close()
-    sock.close()
+    with serve_in_thread(outer, lifespan="on") as url:
+        yield url
 
 
 def test_mounted_in_another_starlette_app(mounted: str, upstream: int) -> None:
