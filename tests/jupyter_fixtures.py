@@ -8,7 +8,7 @@
 - fixtures ``jupyter_base`` (base URL ``/base/``) and ``jupyter_root`` (``/``),
   module-scoped, with ``upstream`` ready.
 - :func:`tree_pids` / :func:`tree_peak_rise`: the server and all its children
-  (sidecar, kernels), for memory bounds.
+  (sidecar, kernels), for memory bounds; :func:`alive`: whether one still runs.
 """
 
 from __future__ import annotations
@@ -115,6 +115,15 @@ def tree_pids(root: int) -> list[int]:
         out.append(pid)
         todo.extend(children.get(pid, []))
     return out
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 class TreePeak:

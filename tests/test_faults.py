@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from .conftest import TOKEN, Proc, start, start_sidecar, start_upstream
-from .jupyter_fixtures import JupyterServer, start_jupyter, stop_jupyter
+from .jupyter_fixtures import JupyterServer, alive, start_jupyter, stop_jupyter
 from .security_fixtures import FaultUpstream, accepting, figure, open_fds, wait_until
 
 AUTH = {"Authorization": f"token {TOKEN}"}
@@ -252,14 +252,6 @@ def test_slowloris_clients_do_not_starve_others(quick: Proc, fault_upstream: Fau
     figure("test_faults::slowloris_clients", "held / slowest other request (s)", f"{held} / {slowest:.3f}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.slow
 def test_jupyter_server_restarted_mid_download(fault_upstream: FaultUpstream) -> None:
     """``jupyter server`` stopped (SIGTERM) during a download through it: the client's stream is
@@ -282,7 +274,7 @@ def test_jupyter_server_restarted_mid_download(fault_upstream: FaultUpstream) ->
             ended = fault_upstream.wait_ended("/forever", 10)
             assert ended is not None and ended.how in ("eof", "reset")
             server.proc.popen.wait(20)
-            assert wait_until(lambda: not any(_alive(p) for p in sidecars), 10), "sidecar outlived the server"
+            assert wait_until(lambda: not any(alive(p) for p in sidecars), 10), "sidecar outlived the server"
         stop_jupyter(server)
         # Started again with the same runtime and config dirs (start_jupyter always binds port 0).
         dirs = {k: v for k, v in server.env.items() if k in ("JUPYTER_RUNTIME_DIR", "JUPYTER_CONFIG_DIR")}

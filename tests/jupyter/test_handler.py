@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.jupyter_fixtures import JupyterServer, TreePeak, start_jupyter, stop_jupyter
+from tests.jupyter_fixtures import JupyterServer, TreePeak, alive, start_jupyter, stop_jupyter
 from tests.upstream import PATTERN
 
 MiB = 2**20
@@ -315,9 +315,9 @@ def test_sidecar_death_is_survived_within_5_s(jupyter_base: JupyterServer, upstr
         assert r.status_code == 200 and took < 5, (r.status_code, took)
         # Once the old one is gone (SIGTERM: after its graceful shutdown), a new one serves.
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and alive(pid):
             time.sleep(0.05)
-        assert not _alive(pid)
+        assert not alive(pid)
         started = time.perf_counter()
         r = c.get(url, headers=jupyter_base.auth, timeout=5)
         assert r.status_code == 200 and time.perf_counter() - started < 5
@@ -366,17 +366,9 @@ def test_no_orphan_sidecar_after_api_shutdown(extra_server: JupyterServer, upstr
         c.post(f"{extra_server.url}api/shutdown", headers=extra_server.auth)
     extra_server.proc.popen.wait(30)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(pid) for pid in sidecars):
+    while time.monotonic() < deadline and any(alive(pid) for pid in sidecars):
         time.sleep(0.05)
-    assert not any(_alive(pid) for pid in sidecars), "sidecar outlived the server"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    assert not any(alive(pid) for pid in sidecars), "sidecar outlived the server"
 
 
 def test_first_request_launches_sidecar_quickly_and_sidecar_dies_with_killed_server(upstream: int) -> None:
@@ -394,9 +386,9 @@ def test_first_request_launches_sidecar_quickly_and_sidecar_dies_with_killed_ser
         server.proc.popen.kill()
         server.proc.popen.wait(10)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(pid) for pid in sidecars):
+        while time.monotonic() < deadline and any(alive(pid) for pid in sidecars):
             time.sleep(0.05)
-        assert not any(_alive(pid) for pid in sidecars), "sidecar outlived a SIGKILLed server"
+        assert not any(alive(pid) for pid in sidecars), "sidecar outlived a SIGKILLed server"
     finally:
         stop_jupyter(server)
 
