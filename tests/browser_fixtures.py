@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import httpx
 import nbformat
 import pytest
 
-from .conftest import ROOT, Proc, start
+from .conftest import ROOT, Proc, free_port, start
 from .security_fixtures import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -106,12 +105,6 @@ class Opened:
         return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _write_config(home: Path, python: str) -> dict[str, str]:
     """Isolated Jupyter dirs: a kernel with no route, and no dialogs over the notebook."""
     spec = home / "data" / "kernels" / NO_ROUTE_KERNEL
@@ -161,7 +154,7 @@ def start_lab(
     switches = [f"--ServerApp.jpserver_extensions={name}={on}" for name, on in (extensions or {}).items()]
     cmd = [
         python, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={_free_port()}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+        f"--ServerApp.port={free_port()}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
         f"--ServerApp.base_url={base_url}", f"--ServerApp.root_dir={root}",
         "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",

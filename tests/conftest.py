@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -91,6 +92,13 @@ def start_sidecar(*args: str, env: dict[str, str] | None = None) -> Proc:
     return start(cmd, r"on (http://[^/]+)/", env=env)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for servers that cannot be told port 0)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @contextmanager
 def serve_in_thread(
     app: Any, *, lifespan: str = "off", after: Callable[[], Awaitable[None]] | None = None
@@ -101,8 +109,6 @@ def serve_in_thread(
     ``after`` runs on the server's loop once it has stopped (a mounted app's
     lifespan exit, which closes its pooled upstream connections).
     """
-    import asyncio
-
     import uvicorn
 
     sock = socket.socket()

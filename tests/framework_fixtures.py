@@ -31,8 +31,8 @@ import pytest
 
 from . import upstream
 from .apps.common import PNG
-from .browser_fixtures import ARTIFACTS, _free_port
-from .conftest import ROOT, Proc, start
+from .browser_fixtures import ARTIFACTS
+from .conftest import ROOT, Proc, free_port, start
 
 VENV = ROOT / ".venv-frameworks"
 BIG = 20 << 20
@@ -185,7 +185,7 @@ def framework_python() -> Path:
 @contextmanager
 def start_framework(args: list[str], ready: str, *, env: dict[str, str] | None = None) -> Iterator[Server]:
     """Run ``.venv-frameworks/bin/<args>`` on a free port ({port} in args) until the ``with`` block ends."""
-    port = _free_port()
+    port = free_port()
     cmd = [str(VENV / "bin" / args[0]), *(a.replace("{port}", str(port)) for a in args[1:])]
     framework_python()
     proc = start(cmd, ready, env=env, timeout=90)

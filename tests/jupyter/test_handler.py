@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.conftest import free_port
 from tests.jupyter_fixtures import JupyterServer, TreePeak, alive, start_jupyter, stop_jupyter
 from tests.upstream import PATTERN
 
 MiB = 2**20
 GiB = 2**30
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -93,7 +86,7 @@ def test_errors_come_from_the_sidecar(jupyter_base: JupyterServer, upstream: int
         assert r.status_code == 404 and "nope" in r.text and "app" in r.text
         assert c.get(jupyter_base.loopback(80), headers=jupyter_base.auth).status_code == 403
         assert c.get(f"{jupyter_base.url}loopback/app/x/", headers=jupyter_base.auth).status_code == 400
-        r = c.get(jupyter_base.loopback(_free_port(), "json"), headers=jupyter_base.auth)
+        r = c.get(jupyter_base.loopback(free_port(), "json"), headers=jupyter_base.auth)
         assert r.status_code == 502 and "app" in r.text
 
 
@@ -234,7 +227,7 @@ async def test_websocket_close_codes_both_ways(jupyter_base: JupyterServer, upst
 
 async def test_websocket_refused_when_nothing_listens(jupyter_base: JupyterServer) -> None:
     with pytest.raises(InvalidStatus) as info:
-        async with connect(_ws_url(jupyter_base, _free_port(), "ws"), additional_headers=jupyter_base.auth, proxy=None):
+        async with connect(_ws_url(jupyter_base, free_port(), "ws"), additional_headers=jupyter_base.auth, proxy=None):
             pass
     assert info.value.response.status_code == 502
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Proc, start
+from tests.conftest import Proc, free_port, start
 from tests.jupyter_fixtures import SERVE_IN_KERNEL, JupyterServer, Kernel
 
 pytestmark = pytest.mark.hub
@@ -34,21 +33,14 @@ print(json.dumps({"prefix": autodetect_prefix("app"), "url": browser_url("app", 
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _config(home: str, port: int) -> str:
     venv_bin = Path(sys.executable).parent
     return f"""
 c.JupyterHub.ip = "127.0.0.1"
 c.JupyterHub.port = {port}
 c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {_free_port()}
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{_free_port()}"
+c.JupyterHub.hub_port = {free_port()}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
 c.ConfigurableHTTPProxy.auth_token = "proxy-token-0123456789"
 c.JupyterHub.db_url = "sqlite:///{home}/hub.sqlite"
 c.JupyterHub.cookie_secret_file = "{home}/cookie_secret"
@@ -71,7 +63,7 @@ c.JupyterHub.load_roles = [
 @pytest.fixture(scope="module")
 def hub() -> Iterator[JupyterServer]:
     home = tempfile.mkdtemp(prefix="jl-hub-")
-    port = _free_port()
+    port = free_port()
     config = Path(home) / "jupyterhub_config.py"
     config.write_text(_config(home, port))
     env = {"PATH": f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator
 
@@ -21,7 +20,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 from tests.jupyter_fixtures import SERVE_IN_KERNEL, JupyterServer, Kernel, start_jupyter, stop_jupyter
 
 EXTENSION = """
@@ -57,12 +56,6 @@ def _load_jupyter_server_extension(serverapp):
 
     app.add_handlers(".*", [(app.settings["base_url"] + "mylib-again", Again)])
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module", params=["/", "/base/"])
@@ -186,7 +179,7 @@ def test_alias_port_and_admin_policy(
 @pytest.mark.parametrize("shape", ["{ns}-proxy/__probe__", "{ns}-proxy/{closed}/__probe__"])
 def test_probe_answers_without_auth_and_without_the_upstream(legacy: JupyterServer, method: str, shape: str) -> None:
     """0.3.x's page code asks before routing; nothing listens on ``closed``, so a relayed probe would be 502."""
-    closed = _free_port()
+    closed = free_port()
     with httpx.Client(trust_env=False, timeout=30) as c:
         for namespace, status in (("mylib", 204), ("eplib", 204), ("offlib", 404)):
             r = c.request(method, legacy.url + shape.format(ns=namespace, closed=closed))
