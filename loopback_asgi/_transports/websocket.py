@@ -309,7 +309,7 @@ class Upstream(WriteFlow, asyncio.Protocol):
             try:
                 self.protocol.send_close(code, cut_reason(reason) if code is not None else "")
             except ProtocolError:  # a code no endpoint may send (RFC 6455 §7.4.1)
-                self.protocol.send_close(1000)
+                self.protocol.send_close(1000, cut_reason(reason))
             self._flush()
         if not self.lost.done():
             try:

@@ -334,6 +334,30 @@ async def test_websocket_refused(bridge: Bridge) -> None:
     assert (await ws.closed)[0] == 1006
 
 
+async def test_websocket_close_code_no_endpoint_may_send_goes_as_1000(bridge: Bridge, kernel_upstream: int) -> None:
+    """A close code RFC 6455 forbids in a page message (bridge.js refuses it) goes as 1000, with its reason."""
+    ws = bridge.websocket(kernel_upstream, "/ws")
+    await ws.opened
+    bridge.send({"op": "ws_close", "id": ws.id, "code": 2000, "reason": "odd"})
+    assert (await asyncio.wait_for(ws.closed, 10))[0] == 1000
+    response = await bridge.fetch(kernel_upstream, "/last-close")
+    assert __import__("json").loads(await response.read()) == {"code": 1000, "reason": "odd"}
+
+
+async def test_the_websocket_leg_uses_the_one_client() -> None:
+    """comm_bridge/websocket.py is a layer over loopback_asgi/_transports/websocket.py, no client of its own."""
+    import ast
+
+    import comm_bridge.websocket
+
+    tree = ast.parse((ROOT / "comm_bridge" / "websocket.py").read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "loopback_asgi._transports.websocket" in imported
+    assert not imported & {"socket", "websockets.client", "websockets.protocol", "websockets.frames"}
+    assert not hasattr(comm_bridge.websocket, "_close_code")  # close codes go through _transports/frames.py
+
+
 async def test_close_and_enable_again() -> None:
     """Closing the bridge stops its threads cleanly; the next enable makes a new one that works."""
     kernel = await Kernel().start()
