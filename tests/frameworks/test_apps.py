@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.framework_fixtures import (  # noqa: F401
+from tests.framework_fixtures import (
     Framework,
     bridge_cases,
-    framework,
     route_cases,
     session_end_closes_the_bridge,
     two_tabs,
@@ -32,7 +31,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 @pytest.mark.proves("marimo", "bridge")
 @pytest.mark.proves("shiny", "bridge")
 @pytest.mark.proves("solara", "bridge")
-def test_bridge(browser: Any, framework: Framework) -> None:  # noqa: F811
+def test_bridge(browser: Any, framework: Framework) -> None:
     info = bridge_cases(browser, framework.page.url, f"{framework.name}-bridge")
     assert info["how"] == framework.how
     if framework.how == "bridge":  # no mount in this process: reach() hands out the direct address
@@ -42,26 +41,26 @@ def test_bridge(browser: Any, framework: Framework) -> None:  # noqa: F811
 @pytest.mark.proves("marimo", "bridge")
 @pytest.mark.proves("shiny", "bridge")
 @pytest.mark.proves("solara", "bridge")
-def test_two_tabs_isolated(browser: Any, framework: Framework) -> None:  # noqa: F811
+def test_two_tabs_isolated(browser: Any, framework: Framework) -> None:
     two_tabs(browser, framework.page.url)
 
 
 @pytest.mark.proves("marimo", "bridge")
 @pytest.mark.proves("shiny", "bridge")
 @pytest.mark.proves("solara", "bridge")
-def test_reply_from_worker_thread(browser: Any, framework: Framework) -> None:  # noqa: F811
+def test_reply_from_worker_thread(browser: Any, framework: Framework) -> None:
     worker_thread_replies(browser, framework.page.url)
 
 
 @pytest.mark.proves("marimo", "mount")
 @pytest.mark.proves("shiny", "mount")
 @pytest.mark.proves("solara", "mount")
-def test_mounted_route(browser: Any, framework: Framework) -> None:  # noqa: F811
+def test_mounted_route(browser: Any, framework: Framework) -> None:
     route_cases(browser, framework.route.url)
 
 
 @pytest.mark.proves("shiny", "bridge")
 @pytest.mark.proves("solara", "bridge")
 @pytest.mark.parametrize("framework", ["shiny", "solara"], indirect=True)
-def test_session_end_closes_the_bridge(browser: Any, framework: Framework) -> None:  # noqa: F811
+def test_session_end_closes_the_bridge(browser: Any, framework: Framework) -> None:
     session_end_closes_the_bridge(browser, framework.page.url)
