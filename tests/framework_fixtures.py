@@ -264,12 +264,18 @@ def framework(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 
 def open_page(browser: Any, url: str) -> tuple[Any, Any, dict[str, Any]]:
-    """A new context and page at ``url``, once the app shows its ``loopback-info``; returns that info too."""
+    """A new context and page at ``url``, once the app shows its ``loopback-info`` and the page's bridge is ready.
+
+    Returns the info too. The info can show before the bridge widget's view
+    has run, so the page's own ``window.__jupyter_loopback__`` is waited for.
+    """
     context = browser.new_context(viewport={"width": 1100, "height": 700})
     context.set_default_timeout(60_000)
     page = context.new_page()
     page.goto(url)
     text = page.locator(".loopback-info", has_text='"port"').first.text_content(timeout=90_000)
+    page.wait_for_function("() => window.__jupyter_loopback__ !== undefined", timeout=60_000)
+    assert page.evaluate("async () => await window.__jupyter_loopback__.ready(30000)"), "the page's bridge never came"
     return context, page, json.loads(text or "{}")
 
 
