@@ -475,3 +475,58 @@ async def test_small_and_large_frames_keep_their_order_however_the_bytes_arrive(
         await upstream.close()
     assert got == ["one", big, "two", "three", b"\x04" * 200, "five"]
     assert pongs == [b"p"]
+
+
+async def test_frame_mode_sends_fragments_from_another_thread_as_continuation_frames() -> None:
+    got: list[tuple[int, bool, bytes]] = []
+
+    async def script(peer: Peer) -> None:
+        await accept(peer)
+        for _ in range(5):
+            got.append(await read_frame(peer))
+        await answer_close(peer)
+
+    async with ScriptedServer(script) as server:
+        upstream = await connect(server, frames=True)
+        big = bytes(range(256)) * 600  # over 64 KiB: the 8-byte length form
+        await asyncio.to_thread(
+            upstream.send_frames,
+            [(True, False, b"ab"), (False, False, memoryview(big)), (True, True, b"ef"), (False, True, b"x")],
+        )
+        upstream.send_frames([(True, True, b"on the loop")])
+        await upstream.close()
+    assert got == [
+        (TEXT, False, b"ab"),  # the first frame's type counts
+        (CONT, False, big),
+        (CONT, True, b"ef"),
+        (BINARY, True, b"x"),
+        (TEXT, True, b"on the loop"),
+    ]
+
+
+async def test_frame_mode_keeps_frames_that_came_with_the_handshake_for_the_consumer() -> None:
+    async def script(peer: Peer) -> None:
+        await accept(peer, then=frame(TEXT, b"hi") + frame(BINARY, b"\x00", fin=False) + frame(CONT, b"\x01"))
+        await answer_close(peer)
+
+    async with ScriptedServer(script) as server:
+        upstream = await connect(server, frames=True)
+        calls: list[list[tuple[bool, bool, bytes]]] = []
+        arrived = asyncio.Event()
+
+        def consume(frames: list[tuple[bool, bool, bytes | bytearray | memoryview]]) -> None:
+            calls.append([(text, fin, bytes(payload)) for text, fin, payload in frames])
+            arrived.set()
+
+        upstream.receive_frames(consume)
+        for _ in range(3):  # bounded: the bytes may come in up to three reads
+            if sum(map(len, calls)) >= 3:
+                break
+            arrived.clear()
+            await asyncio.wait_for(arrived.wait(), WAIT)
+        assert [f for call in calls for f in call] == [
+            (True, True, b"hi"),
+            (False, False, b"\x00"),
+            (False, True, b"\x01"),
+        ]
+        await upstream.close()
