@@ -530,3 +530,45 @@ async def test_frame_mode_keeps_frames_that_came_with_the_handshake_for_the_cons
             (False, True, b"\x01"),
         ]
         await upstream.close()
+
+
+async def test_frame_mode_counts_what_the_socket_has_not_taken_and_tells_when_it_has() -> None:
+    """A server that does not read leaves bytes waiting (``buffered``); once it reads, ``on_drain`` comes."""
+    reading = asyncio.Event()
+    total = 0
+
+    async def script(peer: Peer) -> None:
+        nonlocal total
+        await accept(peer)
+        await reading.wait()
+        while True:
+            opcode, _, data = await read_frame(peer)
+            if opcode == CLOSE:
+                await peer.send(frame(CLOSE, data))
+                peer.close()
+                return
+            total += len(data)
+
+    async with ScriptedServer(script) as server:
+        upstream = await connect(server, frames=True)
+        drains: list[int] = []
+        drained = asyncio.Event()
+
+        def on_drain() -> None:
+            drains.append(upstream.buffered)
+            drained.set()
+
+        upstream.on_drain = on_drain
+        piece = bytes(1 << 20)
+        await asyncio.to_thread(upstream.send_frames, [(False, i == 31, piece) for i in range(32)])
+        assert upstream.buffered > 0  # 32 MiB: more than the sockets hold
+        drained.clear()
+        reading.set()
+        await asyncio.wait_for(drained.wait(), WAIT)  # down to the low-water mark
+        assert drains[-1] <= 64 * 1024
+        deadline = time.monotonic() + WAIT
+        while upstream.buffered and time.monotonic() < deadline:  # the last bytes of a partial write
+            await asyncio.sleep(0.01)
+        assert upstream.buffered == 0
+        await upstream.close()
+    assert total == 32 << 20
