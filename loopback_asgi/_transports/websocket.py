@@ -112,7 +112,7 @@ class Upstream(WriteFlow, asyncio.Protocol):
         self._continuing = False  # the message being sent is fragmented and goes on
         self._held = False  # the consumer paused reading
         self.ending: asyncio.Future[None] = self._loop.create_future()
-        """Frame mode: done once the upstream's close frame came or the connection is over."""
+        """Frame mode: done once a close frame went either way or the connection is over."""
         self.on_drain: Callable[[], None] | None = None
         """Frame mode: called on the loop when the bytes waiting for the socket are down to the low-water mark."""
 
@@ -276,7 +276,9 @@ class Upstream(WriteFlow, asyncio.Protocol):
         if received and self._on_frames is not None:
             self._received = []
             self._on_frames(received)
-        if not self.ending.done() and (self.protocol.close_rcvd is not None or self.protocol.state is State.CLOSED):
+        # A close frame either way (the upstream's, or one sent on failing the connection), or the end.
+        state = self.protocol.state
+        if not self.ending.done() and (state is State.CLOSING or state is State.CLOSED or self.protocol.close_rcvd):
             self.ending.set_result(None)
 
     def shut(self) -> None:

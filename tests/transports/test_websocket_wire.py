@@ -572,3 +572,23 @@ async def test_frame_mode_counts_what_the_socket_has_not_taken_and_tells_when_it
         assert upstream.buffered == 0
         await upstream.close()
     assert total == 32 << 20
+
+
+async def test_frame_mode_ends_when_the_upstream_breaks_the_protocol() -> None:
+    """A frame no server may send fails the connection (1002) and ends frame mode, though the TCP stays open."""
+    sent: list[tuple[int, bool, bytes]] = []
+    done = asyncio.Event()
+
+    async def script(peer: Peer) -> None:
+        await accept(peer)
+        await peer.send(bytes([0x80 | 0x3, 0]))  # a reserved opcode
+        sent.append(await read_frame(peer))
+        await done.wait()  # the TCP connection stays open until the client drops it
+
+    async with ScriptedServer(script) as server:
+        upstream = await connect(server, frames=True)
+        upstream.receive_frames(lambda frames: None)
+        await asyncio.wait_for(upstream.ending, WAIT)
+        await upstream.close(timeout=0.1)
+        done.set()
+    assert sent and sent[0][0] == CLOSE and int.from_bytes(sent[0][2][:2], "big") == 1002
