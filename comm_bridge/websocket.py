@@ -204,14 +204,13 @@ class Upstream:
         client.receive_frames(self.relay)
         self.resume()
 
-    def shut(self) -> Client | None:
+    def shut(self) -> None:
         """Drop the connection, sending a close frame unless one was; late sends find nothing (loop thread)."""
         with self.lock:
             self.opened = True
             client, self.client = self.client, None
         if client is not None:
             client.shut()
-        return client
 
 
 async def serve_websocket(
