@@ -35,7 +35,7 @@ from websockets.exceptions import InvalidStatus
 
 from loopback_asgi._transports.frames import close_code
 from loopback_asgi._transports.websocket import DataFrame, open_upstream
-from loopback_asgi._transports.websocket import Upstream as Client
+from loopback_asgi._transports.websocket import FrameUpstream as Client
 
 from .channel import Channel
 from .flow import Session

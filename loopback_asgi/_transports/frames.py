@@ -40,8 +40,8 @@ def client_frame_head(opcode: int, n: int) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 0xFF, n)
 
 
-def client_frame(opcode: int, payload: bytes) -> bytes:
-    """One whole masked client frame.
+def client_frame(opcode: int, payload: bytes | bytearray | memoryview) -> bytes:
+    """One whole masked client frame; ``payload`` is any buffer, masked without a copy of its own.
 
     Data frames are written here rather than through the protocol's
     ``send_text``/``send_binary``, which build the same bytes through a
@@ -77,7 +77,7 @@ def cut_reason(reason: str) -> str:
     return encoded[:123].decode("utf-8", "ignore") if len(encoded) > 123 else reason
 
 
-def server_frame(opcode: int, payload: bytes) -> bytes:
+def server_frame(opcode: int, payload: bytes | bytearray | memoryview) -> bytes:
     """One whole unmasked server frame (RFC 6455 §5.2)."""
     n = len(payload)
     if n < 126:

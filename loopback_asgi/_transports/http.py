@@ -10,7 +10,7 @@ socket polls or pure-Python parsing (docs/benchmarks.md has the numbers).
 Guarantees:
 - The request target goes out byte for byte: the ``target`` extension
   (httpcore's name for it) or else ``request.url.raw_path``.
-- Response bodies stream with at most ``wire.HIGH_WATER`` bytes buffered
+- Response bodies stream with at most ``http_connection.HIGH_WATER`` bytes buffered
   per connection: reading from the socket pauses until the consumer catches up.
 - A connection goes back to the pool only after a complete, keep-alive
   response was read to its end; anything else closes it.
@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from loopback_asgi._transports.http11 import Connection
+from loopback_asgi._transports.http_connection import Connection
 
 __all__ = [
     "LoopbackTransport",

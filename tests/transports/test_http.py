@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from loopback_asgi._transports.http import LoopbackTransport
-from loopback_asgi._transports.http11 import HIGH_WATER, Connection
+from loopback_asgi._transports.http_connection import HIGH_WATER, Connection
 from tests.conftest import TOKEN, Proc
 from tests.scripted import WAIT, Peer, ScriptedServer
 

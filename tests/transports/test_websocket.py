@@ -1,4 +1,4 @@
-"""The project's one WebSocket client (loopback_asgi/_transports/websocket.py) over a unix socket.
+"""The project's one WebSocket client (loopback_asgi/_transports/websocket/) over a unix socket.
 
 The adapter reaches the sidecar this way; the server here is websockets'
 own, so the client is checked against a real peer: messages both ways
@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Request, Response
 
 from loopback_asgi._transports.frames import close_code, close_payload, cut_reason
-from loopback_asgi._transports.websocket import Closed, DataFrame, Upstream, open_upstream
+from loopback_asgi._transports.websocket import Closed, DataFrame, FrameUpstream, Upstream, open_upstream
 
 closes: asyncio.Queue[tuple[int | None, str | None]]  # the close frames the server received, per server()
 
@@ -67,7 +67,15 @@ async def server(**options: object) -> AsyncIterator[str]:
 async def opened(path: str, where: str = "/echo", **kwargs: object) -> Upstream:
     options: dict[str, object] = {"subprotocols": ["a"], "max_size": 2**20, "ping_interval": None, "timeout": 5}
     options.update(kwargs)
-    return await open_upstream("ws://jupyter-loopback" + where, [("X-Test", "1")], unix_path=path, **options)  # type: ignore[arg-type]
+    return await open_upstream("ws://jupyter-loopback" + where, [("X-Test", "1")], unix_path=path, **options)  # type: ignore[call-overload,no-any-return]
+
+
+async def opened_frames(path: str, where: str = "/echo", **kwargs: object) -> FrameUpstream:
+    options: dict[str, object] = {"subprotocols": ["a"], "max_size": 2**20, "ping_interval": None, "timeout": 5}
+    options.update(kwargs)
+    return await open_upstream(  # type: ignore[call-overload,no-any-return]
+        "ws://jupyter-loopback" + where, [("X-Test", "1")], unix_path=path, frames=True, **options
+    )
 
 
 async def test_messages_both_ways_over_a_unix_socket() -> None:
@@ -170,7 +178,7 @@ class Frames:
 
 async def test_frame_mode_hands_out_frames_as_they_came() -> None:
     async with server() as path:
-        ws = await opened(path, frames=True)
+        ws = await opened_frames(path)
         got = Frames()
         ws.receive_frames(got)
         ws.send_frames([(True, True, "héllo".encode()), (False, True, b"\x00" * 100_000)])
@@ -184,7 +192,7 @@ async def test_frame_mode_hands_out_frames_as_they_came() -> None:
             (True, False, b"mented"),
             (True, True, b""),  # websockets ends a message sent in pieces with an empty frame
         ]
-        assert ws.detach() is None  # frame mode never gives up its socket
+        assert not hasattr(ws, "detach")  # frame mode never gives up its socket
         assert not ws.ending.done()
         await ws.close(4000, "done")
         assert await asyncio.wait_for(closes.get(), 5) == (4000, "done")
@@ -194,7 +202,7 @@ async def test_frame_mode_hands_out_frames_as_they_came() -> None:
 
 async def test_frame_mode_the_servers_close_ends_it() -> None:
     async with server() as path:
-        ws = await opened(path, "/close/4001", frames=True)
+        ws = await opened_frames(path, "/close/4001")
         ws.receive_frames(Frames())
         await asyncio.wait_for(ws.ending, 5)
         assert ws.close_rcvd is not None and ws.close_rcvd.code == 4001
@@ -208,7 +216,7 @@ async def test_frames_from_another_thread_arrive_in_order_between_the_loops_writ
     for i in range(120):
         expected.append(big * 3 if i % 20 == 0 else str(i))
 
-    def sender(ws: Upstream) -> None:
+    def sender(ws: FrameUpstream) -> None:
         for i in range(120):
             if i % 20 == 0:
                 ws.send_frames([(False, False, big), (False, False, memoryview(big)), (False, True, big)])
@@ -216,7 +224,7 @@ async def test_frames_from_another_thread_arrive_in_order_between_the_loops_writ
                 ws.send_frames([(True, True, str(i).encode())])
 
     async with server(ping_interval=0.005, ping_timeout=10, max_size=None) as path:
-        ws = await opened(path, frames=True, max_size=None)
+        ws = await opened_frames(path, max_size=None)
         got = Frames()
         ws.receive_frames(got)
         drained: list[int] = []
@@ -232,7 +240,7 @@ async def test_frames_from_another_thread_arrive_in_order_between_the_loops_writ
 async def test_a_frame_from_another_thread_needs_no_loop() -> None:
     """With nothing waiting before it, a frame sent off the loop goes straight to the socket."""
     async with server() as path:
-        ws = await opened(path, frames=True)
+        ws = await opened_frames(path)
         got = Frames()
         ws.receive_frames(got)
         thread = threading.Thread(target=ws.send_frames, args=([(True, True, b"direct")],))
@@ -244,9 +252,12 @@ async def test_a_frame_from_another_thread_needs_no_loop() -> None:
         await ws.close()
 
 
-async def test_send_frames_needs_frame_mode() -> None:
+async def test_each_mode_is_its_own_class() -> None:
+    """Message mode by default, frame mode with ``frames``: neither offers the other's way of sending or reading."""
     async with server() as path:
-        ws = await opened(path)
-        with pytest.raises(RuntimeError, match="frames=True"):
-            ws.send_frames([(True, True, b"x")])
+        ws, frames = await opened(path), await opened_frames(path)
+        assert type(ws) is Upstream and type(frames) is FrameUpstream
+        assert not hasattr(ws, "send_frames") and not hasattr(frames, "recv")
         await ws.close()
+        await frames.close()
+        assert [await asyncio.wait_for(closes.get(), 5) for _ in range(2)] == [(1000, "")] * 2

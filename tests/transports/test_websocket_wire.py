@@ -1,4 +1,4 @@
-"""The upstream WebSocket leg (``_transports/websocket.py``) against scripted raw servers.
+"""The upstream WebSocket leg (``_transports/websocket/``) against scripted raw servers.
 
 The server side here writes RFC 6455 frames by hand and reads the client's
 masked frames back, so handshake failures, fragmentation, bad UTF-8, pings,
@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-from loopback_asgi._transports.websocket import Closed, Upstream, open_upstream
+from loopback_asgi._transports.websocket import Closed, FrameUpstream, Upstream, open_upstream
 from tests.scripted import WAIT, Peer, ScriptedServer, ws_accept
 
 pytestmark = pytest.mark.timeout(30)
@@ -81,7 +81,15 @@ async def answer_close(peer: Peer) -> tuple[int, str]:
 def connect(server: ScriptedServer, **options: object) -> Awaitable[Upstream]:
     settings: dict[str, object] = {"subprotocols": None, "max_size": None, "ping_interval": None, "timeout": WAIT}
     settings.update(options)
-    return open_upstream(f"ws://127.0.0.1:{server.port}/ws?x=1", [("X-Forwarded-Prefix", "/p")], **settings)  # type: ignore[arg-type]
+    return open_upstream(f"ws://127.0.0.1:{server.port}/ws?x=1", [("X-Forwarded-Prefix", "/p")], **settings)  # type: ignore[call-overload,no-any-return]
+
+
+def connect_frames(server: ScriptedServer, **options: object) -> Awaitable[FrameUpstream]:
+    settings: dict[str, object] = {"subprotocols": None, "max_size": None, "ping_interval": None, "timeout": WAIT}
+    settings.update(options)
+    return open_upstream(  # type: ignore[call-overload,no-any-return]
+        f"ws://127.0.0.1:{server.port}/ws?x=1", [("X-Forwarded-Prefix", "/p")], frames=True, **settings
+    )
 
 
 Script = Callable[[Peer], Awaitable[None]]
@@ -487,7 +495,7 @@ async def test_frame_mode_sends_fragments_from_another_thread_as_continuation_fr
         await answer_close(peer)
 
     async with ScriptedServer(script) as server:
-        upstream = await connect(server, frames=True)
+        upstream = await connect_frames(server)
         big = bytes(range(256)) * 600  # over 64 KiB: the 8-byte length form
         await asyncio.to_thread(
             upstream.send_frames,
@@ -510,7 +518,7 @@ async def test_frame_mode_keeps_frames_that_came_with_the_handshake_for_the_cons
         await answer_close(peer)
 
     async with ScriptedServer(script) as server:
-        upstream = await connect(server, frames=True)
+        upstream = await connect_frames(server)
         calls: list[list[tuple[bool, bool, bytes]]] = []
         arrived = asyncio.Event()
 
@@ -550,7 +558,7 @@ async def test_frame_mode_counts_what_the_socket_has_not_taken_and_tells_when_it
             total += len(data)
 
     async with ScriptedServer(script) as server:
-        upstream = await connect(server, frames=True)
+        upstream = await connect_frames(server)
         drains: list[int] = []
         drained = asyncio.Event()
 
@@ -586,7 +594,7 @@ async def test_frame_mode_ends_when_the_upstream_breaks_the_protocol() -> None:
         await done.wait()  # the TCP connection stays open until the client drops it
 
     async with ScriptedServer(script) as server:
-        upstream = await connect(server, frames=True)
+        upstream = await connect_frames(server)
         upstream.receive_frames(lambda frames: None)
         await asyncio.wait_for(upstream.ending, WAIT)
         await upstream.close(timeout=0.1)
