@@ -14,16 +14,16 @@ Routes (rows), all to the same tests/upstream.py on 127.0.0.1:
 With ``--compare REV`` two more rows run the source tree of commit REV (the
 sidecar, and the full chain: a ``jupyter server`` whose adapter comes from
 that tree), and a table gives the current full chain's figures over REV's,
-each within 10% or not. With ``--without NAME`` one more row runs the full
-chain with the fast path NAME switched off (``JUPYTER_LOOPBACK_FASTPATHS``,
-loopback_asgi/fastpaths.py), and a table gives what the fast path is worth:
-each full-chain figure with it over without it.
+each within 10% or not. Each ``--without NAME`` adds a row that runs the
+full chain with the fast path NAME switched off (``JUPYTER_LOOPBACK_FASTPATHS``,
+loopback_asgi/fastpaths.py), and a table that gives what the fast path is
+worth: each full-chain figure with it over without it.
 
 Measurements go round the rows in turns, so a burst of load on this shared
 machine hits every row alike. A route that fails a measurement is recorded as
 "fails" with the reason; the run goes on.
 
-    .venv/bin/python benchmarks/run.py [--quick] [--write-docs] [--no-peers] [--compare REV] [--without NAME]
+    .venv/bin/python benchmarks/run.py [--quick] [--write-docs] [--no-peers] [--compare REV] [--without NAME ...]
 """
 
 from __future__ import annotations
@@ -218,10 +218,10 @@ class Bench:
             self.rows += [rev_sidecar, rev_chain]
             await self.start_sidecar(rev_sidecar, tree, up)
             await self.start_chain(rev_chain, tree, up)
-        if self.args.without:
-            off = Row("chain_without", f"full chain, {self.args.without} off", "", auth)
+        for name in self.args.without:
+            off = Row(f"chain_without_{name}", f"full chain, {name} off", "", auth)
             self.rows.append(off)
-            await self.start_chain(off, servers.ROOT, up, env={fastpaths.ENV: self.args.without})
+            await self.start_chain(off, servers.ROOT, up, env={fastpaths.ENV: name})
 
         jsp = Row("jsp", "jupyter-server-proxy 4.6", "", auth)
         old = Row("peer033", "jupyter-loopback 0.3.3", "", auth)
@@ -312,11 +312,14 @@ class Bench:
                 "ratios": compare(self.results),
             }
         if self.args.without:
-            record["without"] = {
-                "fastpath": self.args.without,
-                "tolerance": TOLERANCE,
-                "ratios": compare(self.results, against="chain_without"),
-            }
+            record["without"] = [
+                {
+                    "fastpath": name,
+                    "tolerance": TOLERANCE,
+                    "ratios": compare(self.results, against=f"chain_without_{name}"),
+                }
+                for name in self.args.without
+            ]
         out = servers.HERE / "results"
         out.mkdir(exist_ok=True)
         path = out / f"http-{started:%Y%m%dT%H%M%S}.json"
@@ -376,9 +379,8 @@ def compare_table(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def without_table(record: dict[str, Any]) -> str:
-    """The ``--without`` section: the full chain with a fast path against the full chain without it."""
-    info = record["without"]
+def without_table(info: dict[str, Any]) -> str:
+    """A ``--without`` section: the full chain with a fast path against the full chain without it."""
     name = info["fastpath"]
     lines = [
         f"What the fast path `{name}` is worth: the full chain with it against the full chain with it "
@@ -402,7 +404,7 @@ def render(record: dict[str, Any]) -> tuple[str, str, str]:
     chart = f"![Each route against direct]({DOCS_SVG.relative_to(DOCS.parent)})"
     meaning = report.user_figures(results)
     compared = f"\n{compare_table(record)}" if "compare" in record else ""
-    compared += f"\n{without_table(record)}" if "without" in record else ""
+    compared += "".join(f"\n{without_table(info)}" for info in record.get("without", []))
     return (
         f"{record['meta']}\n\n{chart}\n\nWhat the full chain's figures mean for a user:\n\n{meaning}\n\n{tables}\n"
         f"{compared}",
@@ -457,8 +459,11 @@ def main() -> int:
     parser.add_argument(
         "--without",
         metavar="NAME",
+        action="append",
+        default=[],
         choices=sorted(fastpaths.FASTPATHS),
-        help="also run the full chain with the fast path NAME switched off, and give with / without per figure",
+        help="also run the full chain with the fast path NAME switched off, and give with / without per figure"
+        " (repeatable)",
     )
     parser.add_argument(
         "--check-docs", action="store_true", help="exit 1 unless the docs show the saved run of docs/data/ exactly"
