@@ -254,6 +254,26 @@ async def big_get(row: Row, size: int, *, budget: float = 180) -> tuple[float, f
     return size / (time.perf_counter() - t) / 1e6, ttfb
 
 
+async def first_byte(row: Row, size: int, n: int, *, budget: float = 60) -> list[float]:
+    """Seconds from sending a GET of ``size`` bytes to its response head, ``n`` times; each connection is closed
+    once the head is in (the body is not read: a user's first byte, not the download)."""
+    samples = []
+    for _ in range(n):
+        conn = RawHTTP(row)
+        try:
+            await conn.connect()
+            t = time.perf_counter()
+            status, _ = await asyncio.wait_for(conn.send(conn.request_bytes(f"/bytes?n={size}")), budget)
+            samples.append(time.perf_counter() - t)
+        except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            raise MeasureError(f"{type(exc).__name__}: {exc}"[:160]) from exc
+        finally:
+            await conn.close()
+        if status != 200:
+            raise MeasureError(f"HTTP {status}, {await error_text(row, f'/bytes?n={size}')}"[:200])
+    return samples
+
+
 async def error_text(row: Row, path: str) -> str:
     """The start of an error page, as text: what a failing route says about itself."""
     conn = RawHTTP(row)

@@ -75,13 +75,16 @@ class ResponseReader:
 
     def __init__(self, *, head_only: bool = False) -> None:
         self._parser = httptools.HttpResponseParser(self)
+        self.reset(head_only=head_only)
+
+    def reset(self, *, head_only: bool = False) -> None:
+        """Ready for the next response on the same connection, after a complete one (the parser carries on)."""
         self.head_only = head_only
         """A response to ``HEAD``: it ends with its headers, whatever they say of a body."""
         self._informational = False
         self._framing: list[tuple[bytes, bytes]] = []  # the headers that may frame the body
         self.status = 0
         self.reason = b""
-        self.version = ""
         self.headers: list[tuple[bytes, bytes]] = []
         self.head = False
         self.complete = False
@@ -150,7 +153,6 @@ class ResponseReader:
             self._informational = True
             return
         self.status = status
-        self.version = parser.get_http_version()
         self.keep_alive = parser.should_keep_alive()
         self.head = True
         if self.head_only or status in (204, 304):

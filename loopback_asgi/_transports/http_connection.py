@@ -46,10 +46,13 @@ class Connection(WriteFlow, asyncio.Protocol):
         self.closed = False
         self.busy = False
         self._waiter: asyncio.Future[None] | None = None
+        self.response = ResponseReader()
         self._start(head_only=False)
 
     def _start(self, *, head_only: bool) -> None:
-        self.response = ResponseReader(head_only=head_only)
+        # One parser for the connection's life: a keep-alive connection is
+        # reused only after a complete response, where the parser carries on.
+        self.response.reset(head_only=head_only)
         self.received_any = False
         self._error: httpx.TransportError | None = None
         self._chunks: deque[bytes] = deque()
