@@ -243,7 +243,7 @@ class Bench:
     async def measure_all(self) -> None:
         a, q = self.args, self.args.quick
         await self.sampled(("get_p50", "get_p99"), lambda row, n: measure.latency(row, n))
-        await self.each("rps16", lambda row: measure.req_per_s(row, a.requests), best_of=2)
+        await self.each("rps16", lambda row: measure.req_per_s(row, a.requests), best_of=3)
         mb50 = 10**7 if q else 5 * 10**7
 
         async def mb(row: Row) -> float:
@@ -464,7 +464,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     args.samples = args.samples or (200 if args.quick else 3000)
-    args.requests = args.requests or (500 if args.quick else 4000)
+    args.requests = args.requests or (500 if args.quick else 8000)
     if args.check_docs:
         text, summary, svg = render(json.loads(DOCS_JSON.read_text()))
         stale = [
