@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from simpervisor import SupervisedProcess  # type: ignore[import-untyped]
+from simpervisor import KilledProcessError, SupervisedProcess  # type: ignore[import-untyped]
 from tornado.iostream import IOStream, StreamClosedError
 
 __all__ = ["Sidecar", "SidecarUnavailable"]
@@ -44,6 +44,8 @@ __all__ = ["Sidecar", "SidecarUnavailable"]
 log = logging.getLogger("loopback_asgi")
 
 PR_SET_PDEATHSIG = 1
+# How often giving up on a sidecar that cannot start tries to stop simpervisor's restarts (10 ms apart).
+ABANDON_TRIES = 200
 # Expired idle streams are closed together, up to this long after the first expires: one timer per spell.
 REAP_SLACK = 0.5
 
@@ -119,9 +121,7 @@ class Sidecar:
         except SidecarUnavailable:
             # A sidecar that cannot start would be restarted by simpervisor
             # in a tight loop: give up on it; the next request tries afresh.
-            proc = self._detach()
-            if proc is not None:
-                await proc.kill()  # simpervisor's own stop: its watcher does not restart it
+            await _abandon(self._detach(running_only=False))
             raise
 
     async def _wait_connectable(self, deadline: float) -> None:
@@ -190,8 +190,11 @@ class Sidecar:
             wait = self._idle[0][1] + self.idle_seconds - now + REAP_SLACK
             self._reaper = asyncio.get_running_loop().call_later(wait, self._reap)
 
-    def _detach(self) -> Any:
-        """Forget the running sidecar (and the idle streams to it); its ``SupervisedProcess``, or None."""
+    def _detach(self, *, running_only: bool = True) -> Any:
+        """Forget the sidecar (and the idle streams to it); its ``SupervisedProcess``, or None.
+
+        With ``running_only`` (the default), None too when no process of it runs at this moment.
+        """
         for stream, _ in self._idle:
             stream.close()
         self._idle.clear()
@@ -199,7 +202,7 @@ class Sidecar:
             self._reaper.cancel()
             self._reaper = None
         proc, self.proc = self.proc, None
-        if proc is None or not proc.running or not proc.pid:
+        if proc is None or (running_only and (not proc.running or not proc.pid)):
             return None
         return proc
 
@@ -228,6 +231,25 @@ class Sidecar:
         if proc is not None:
             _terminate(proc.pid)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+async def _abandon(proc: Any) -> None:
+    """End simpervisor's restarts of ``proc`` (a ``SupervisedProcess``, or None) with its own ``kill``.
+
+    A process that exits at once is restarted at once, and between an exit
+    and the next start ``kill`` finds no process to signal (and ends
+    nothing): it is tried again until it lands, ``ABANDON_TRIES`` times at most.
+    """
+    for _ in range(ABANDON_TRIES if proc is not None else 0):
+        try:
+            await proc.kill()
+            return
+        except KilledProcessError:
+            return  # stopped already
+        except ProcessLookupError:
+            await asyncio.sleep(0.01)
+    if proc is not None:
+        log.warning("jupyter-loopback: the sidecar that failed to start could not be stopped")
 
 
 def _readable(stream: IOStream) -> bool:
