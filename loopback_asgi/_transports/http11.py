@@ -20,10 +20,15 @@ __all__ = ["ResponseReader", "body_frame", "request_head"]
 _FRAMING_LENGTHS = frozenset({14, 17})
 
 
+def _last_coding_chunked(value: bytes) -> bool:
+    """Whether a ``Transfer-Encoding`` value's last coding, the one that frames the body, is chunked."""
+    return value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+
+
 def _chunked(headers: list[tuple[bytes, bytes]]) -> bool:
     """Whether the response's last transfer coding is chunked (else its body ends with the connection)."""
     codings = [v for n, v in headers if n.lower() == b"transfer-encoding"]
-    return bool(codings) and codings[-1].rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+    return bool(codings) and _last_coding_chunked(codings[-1])
 
 
 def request_head(request: httpx.Request) -> tuple[bytes, bool]:
@@ -42,7 +47,7 @@ def request_head(request: httpx.Request) -> tuple[bytes, bool]:
     chunked = False
     for name, value in raw:
         if len(name) == 17 and name.lower() == b"transfer-encoding":
-            chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"  # the last coding frames
+            chunked = _last_coding_chunked(value)
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
     # One look at the whole head: a line break inside a name or a value
